@@ -567,7 +567,7 @@ def test_typed_helper_turns_tuples_into_lists() -> None:
         (KlingInput, ["kling-v3-pro"]),
     ],
 )
-def test_typed_helpers_only_offer_fields_the_schema_accepts(helper: type, models: list[str]) -> None:
+def test_typed_helpers_only_offer_fields_the_schema_accepts(helper: Any, models: list[str]) -> None:
     """A helper field the schema does not know would build inputs that validation always rejects."""
     for model in models:
         for name in helper.__dataclass_fields__:
