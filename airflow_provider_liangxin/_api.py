@@ -26,7 +26,7 @@ _REQUEST_ID_HEADERS = ("x-request-id", "x-oneapi-request-id", "x-liangxin-reques
 _REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id: ([^)]+)\)")
 
 
-class TaskState(str, enum.Enum):
+class TaskState(enum.StrEnum):
     """Lifecycle of a LiangXin task; anything outside these five values is a protocol error."""
 
     WAITING = "waiting"
@@ -50,8 +50,7 @@ class TaskState(str, enum.Enum):
             return cls(str(value).strip().lower())
         except ValueError:
             raise LiangxinResponseError(
-                f"LiangXin returned an unknown task state {value!r}; expected one of "
-                f"{', '.join(s.value for s in cls)}"
+                f"LiangXin returned an unknown task state {value!r}; expected one of {', '.join(s.value for s in cls)}"
             ) from None
 
 
@@ -281,9 +280,7 @@ def _json_object_field(raw: Any, name: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except (TypeError, ValueError):
-        raise LiangxinResponseError(
-            f"recordInfo field {name} is not valid JSON", body_excerpt=_excerpt(raw)
-        ) from None
+        raise LiangxinResponseError(f"recordInfo field {name} is not valid JSON", body_excerpt=_excerpt(raw)) from None
     if not isinstance(value, dict):
         raise LiangxinResponseError(f"recordInfo field {name} is not a JSON object", body_excerpt=_excerpt(raw))
     return value

@@ -1,0 +1,36 @@
+"""Shared fixtures. AIRFLOW_HOME is pointed at a throw-away folder before anything imports Airflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="liangxin-tests-airflow-")
+os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+import pytest  # noqa: E402
+
+from tests.support.scripted_server import ScriptedServer  # noqa: E402
+
+TEST_API_KEY = "sk-test-0123456789-very-secret"
+
+
+def liangxin_conn_json(base_url: str, api_key: str = TEST_API_KEY, **extra: object) -> str:
+    return json.dumps({"conn_type": "liangxin", "host": base_url, "password": api_key, "extra": extra})
+
+
+@pytest.fixture
+def scripted_server():
+    """A real HTTP server on loopback answering from a script of canned responses (sync and async tests)."""
+    with ScriptedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def scripted_conn(scripted_server, monkeypatch):
+    """The default connection pointed at the scripted server."""
+    monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json(scripted_server.base_url, timeout=2))
+    return scripted_server
