@@ -30,6 +30,16 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
+        "operators": [
+            {"integration-name": integration, "python-modules": ["airflow_provider_liangxin.operators.liangxin"]}
+        ],
+        "sensors": [
+            {"integration-name": integration, "python-modules": ["airflow_provider_liangxin.sensors.liangxin"]}
+        ],
+        "triggers": [
+            {"integration-name": integration, "python-modules": ["airflow_provider_liangxin.triggers.liangxin"]}
+        ],
+        "extra-links": ["airflow_provider_liangxin.operators.liangxin.LiangxinResultLink"],
         "hooks": [{"integration-name": integration, "python-modules": ["airflow_provider_liangxin.hooks.liangxin"]}],
         "connection-types": [
             {

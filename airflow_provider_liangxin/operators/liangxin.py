@@ -1,0 +1,313 @@
+"""LiangxinCreateTaskOperator: create a LiangXin generation task and, by default, wait for its result.
+
+Waiting happens in one of three ways: deferred to the triggerer (``deferrable=True``, no worker slot held), polled
+on the worker (``deferrable=False``), or not at all (``wait_for_completion=False``: return the taskId and let a
+:class:`~airflow_provider_liangxin.sensors.liangxin.LiangxinTaskSensor` wait).
+
+A paid generation is never created twice for one task instance: the taskId is written to Airflow 3.3's
+``task_state_store`` right after creation, and a retry resumes that task (waits for it if it is still running,
+returns its result if it succeeded) and only creates a new one if it failed or is unknown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.providers.common.compat.sdk import BaseOperator, BaseOperatorLink, XCom, conf
+
+from airflow_provider_liangxin._api import (
+    LiangxinTaskNotFoundError,
+    RetryPolicy,
+    TaskRecord,
+)
+from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
+from airflow_provider_liangxin.models import InputValidationError, validate_input
+from airflow_provider_liangxin.triggers.liangxin import (
+    NO_CANCEL_NOTE,
+    LiangxinTaskTrigger,
+    event_for_record,
+    make_event,
+    record_from_event,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+#: XCom key of the LiangXin taskId, pushed right after createTask.
+XCOM_TASK_ID = "task_id"
+#: XCom key read by :class:`LiangxinResultLink`.
+XCOM_RESULT_URL = "liangxin_result_url"
+#: task_state_store key holding the taskId across retries (renaming it breaks in-flight retries).
+STATE_KEY = "liangxin_task_id"
+
+
+class LiangxinResultLink(BaseOperatorLink):
+    """ "LiangXin result" button: the stored image when there is one, else the first result URL."""
+
+    name = "LiangXin result"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return XCom.get_value(key=XCOM_RESULT_URL, ti_key=ti_key) or ""
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(_has_template(k) or _has_template(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return any(_has_template(v) for v in value)
+    return False
+
+
+def check_callback_url(callback_url: str | None) -> None:
+    """LiangXin only calls public HTTPS URLs back; catch a typo before it costs a task."""
+    if not callback_url:
+        return
+    parts = urlsplit(callback_url)
+    if parts.scheme != "https" or not parts.netloc:
+        raise ValueError(f"callback_url must be an https:// URL, got {callback_url!r}")
+
+
+class LiangxinCreateTaskOperator(BaseOperator):
+    """Create a LiangXin Market task (image or video generation) and wait for its result.
+
+    :param model: The LiangXin model, e.g. ``seedream-v4-5``. (templated)
+    :param input: The model's input, e.g. ``{"prompt": "...", "aspect_ratio": "16:9"}``; nested values are
+        templated. Validated against the model's documented schema before any request is sent.
+    :param liangxin_conn_id: Airflow connection of type ``liangxin``. (templated)
+    :param callback_url: Optional public HTTPS URL LiangXin calls when the task ends. (templated)
+    :param wait_for_completion: Wait for the task to end; False returns the taskId at once.
+    :param deferrable: Wait in the triggerer instead of holding a worker slot.
+    :param poll_interval: Seconds between status polls (float allowed).
+    :param timeout: Seconds to wait for the task to end; an absolute deadline computed at the first attempt, so
+        neither a triggerer restart nor a re-deferral resets it. ``None`` waits without bound (``execution_timeout``
+        still applies, deferred included).
+    :param retry: Hook retry settings (JSON-native): ``max_attempts``, ``backoff_initial``, ``backoff_max``,
+        ``max_wait_total``.
+    :param request_timeout: Per-request HTTP timeout in seconds (overrides the connection's ``timeout`` extra).
+    :param output_path: Where to store the results (any ObjectStoragePath/fsspec URL or local path); the
+        result then lists the stored files. (templated)
+    :param strict: Reject models this provider does not know (by default they pass through with a warning).
+
+    XCom: ``task_id`` holds the LiangXin taskId as soon as it exists; ``return_value`` holds the result dict
+    (``task_id``, ``model``, ``state``, ``result_urls``, ``fail_code``, ``fail_msg``, times, and ``stored``
+    when ``output_path`` is set), or the taskId when ``wait_for_completion=False``.
+    """
+
+    template_fields: Sequence[str] = ("model", "input", "liangxin_conn_id", "callback_url", "output_path")
+    template_fields_renderers = {"input": "json"}
+    operator_extra_links = (LiangxinResultLink(),)
+    ui_color = "#f4e1ff"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        input: Mapping[str, Any],
+        liangxin_conn_id: str = LiangxinHook.default_conn_name,
+        callback_url: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 10.0,
+        timeout: float | None = 3600.0,
+        retry: Mapping[str, Any] | None = None,
+        request_timeout: float | None = None,
+        output_path: str | None = None,
+        strict: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(poll_interval, int | float) or poll_interval <= 0:
+            raise ValueError(f"{self.task_id}: poll_interval must be a number > 0, got {poll_interval!r}")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ValueError(f"{self.task_id}: timeout must be a number > 0 or None, got {timeout!r}")
+        RetryPolicy.from_kwargs(retry)  # fail at parse time, not mid-run
+        self.model = model
+        self.input = input
+        self.liangxin_conn_id = liangxin_conn_id
+        self.callback_url = callback_url
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.timeout = float(timeout) if timeout is not None else None
+        self.retry = dict(retry) if retry is not None else None
+        self.request_timeout = request_timeout
+        self.output_path = output_path
+        self.strict = strict
+        if not wait_for_completion and deferrable:
+            self.log.debug("%s: deferrable has no effect when wait_for_completion=False", self.task_id)
+        # A typo in a literal input fails the DAG import, long before anything is paid for.
+        if not _has_template(model) and not _has_template(input):
+            self._validate()
+        if callback_url and not _has_template(callback_url):
+            check_callback_url(callback_url)
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    @property
+    def hook(self) -> LiangxinHook:
+        return LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
+
+    def _validate(self) -> list[str]:
+        try:
+            return validate_input(self.model, self.input, strict=self.strict)
+        except InputValidationError as exc:
+            raise ValueError(f"{self.task_id}: {exc}") from None
+
+    def _deadlines(self, context: Context) -> tuple[float | None, float | None]:
+        now = time.time()
+        deadline = now + self.timeout if self.timeout is not None else None
+        execution_deadline = None
+        if self.execution_timeout is not None:
+            started = getattr(context.get("ti"), "start_date", None)
+            start = started.timestamp() if started is not None else now
+            execution_deadline = start + self.execution_timeout.total_seconds()
+        return deadline, execution_deadline
+
+    # ------------------------------------------------------------------------------------------- execute
+
+    def execute(self, context: Context) -> Any:
+        for warning in self._validate():
+            self.log.warning("%s", warning)
+        check_callback_url(self.callback_url)
+        if self.output_path:
+            from airflow_provider_liangxin.results import check_output_path
+
+            check_output_path(self.output_path)
+
+        hook = self.hook
+        try:
+            record = self._resume(context, hook)
+            if record is None:
+                task_id = hook.create_task(self.model, self.input, self.callback_url)
+                self._remember(context, task_id)
+                self.log.info("LiangXin task %s created for model %s", task_id, self.model)
+                if not self.wait_for_completion:
+                    return task_id
+                record = hook.get_task(task_id)
+            elif not self.wait_for_completion:
+                return record.task_id
+            if record.state.is_terminal:
+                return self._complete(context, record_from_event(event_for_record(record)))
+            if self.deferrable:
+                self._defer(context, record.task_id)
+            return self._complete(context, self._poll(context, hook, record))
+        finally:
+            hook.close()
+
+    def _resume(self, context: Context, hook: LiangxinHook) -> TaskRecord | None:
+        """On a retry, find this task instance's earlier LiangXin task; None means create a new one."""
+        store = context.get("task_state_store")
+        if store is None:
+            self.log.info("No task_state_store (Airflow < 3.3): a retry of this task creates a new LiangXin task")
+            return None
+        previous = store.get(STATE_KEY)
+        if not previous:
+            return None
+        try:
+            record = hook.get_task(str(previous))
+        except LiangxinTaskNotFoundError:
+            self.log.warning("Earlier LiangXin task %s is unknown to LiangXin; creating a new one", previous)
+            return None
+        if record.state.is_success or not record.state.is_terminal:
+            self.log.info(
+                "Resuming LiangXin task %s from an earlier attempt (state %s) instead of creating a new one",
+                record.task_id,
+                record.state.value,
+            )
+            self._push_task_id(context, record.task_id)
+            return record
+        self.log.warning(
+            "Earlier LiangXin task %s failed (%s: %s); creating a new one", previous, record.fail_code, record.fail_msg
+        )
+        return None
+
+    def _remember(self, context: Context, task_id: str) -> None:
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(STATE_KEY, task_id)
+        self._push_task_id(context, task_id)
+
+    def _push_task_id(self, context: Context, task_id: str) -> None:
+        self._liangxin_task_id = task_id
+        context["ti"].xcom_push(key=XCOM_TASK_ID, value=task_id)
+
+    def _defer(self, context: Context, task_id: str) -> None:
+        deadline, execution_deadline = self._deadlines(context)
+        ends = [d for d in (deadline, execution_deadline) if d is not None]
+        # The trigger enforces the deadlines and reports them as events; this framework timeout is only a
+        # backstop, late enough never to pre-empt the trigger's own, more useful, timeout event.
+        backstop = timedelta(seconds=min(ends) - time.time() + 2 * self.poll_interval + 60) if ends else None
+        self.log.info("Deferring: the triggerer polls LiangXin task %s every %g s", task_id, self.poll_interval)
+        self.defer(
+            trigger=LiangxinTaskTrigger(
+                liangxin_task_id=task_id,
+                liangxin_conn_id=self.liangxin_conn_id,
+                poll_interval=self.poll_interval,
+                deadline=deadline,
+                execution_deadline=execution_deadline,
+                request_timeout=self.request_timeout,
+                retry=self.retry,
+            ),
+            method_name="execute_complete",
+            timeout=backstop,
+        )
+
+    def _poll(self, context: Context, hook: LiangxinHook, record: TaskRecord) -> TaskRecord:
+        """Sync waiting on the worker; the same deadlines and event semantics as the trigger."""
+        deadline, execution_deadline = self._deadlines(context)
+        ends = [d for d in (deadline, execution_deadline) if d is not None]
+        last_state = record.state
+        self.log.info("Waiting for LiangXin task %s (poll every %g s)", record.task_id, self.poll_interval)
+        while not record.state.is_terminal:
+            now = time.time()
+            if ends and now >= min(ends):
+                return record_from_event(make_event("timeout", record.task_id, "the operator's timeout has passed"))
+            time.sleep(min([self.poll_interval, *(e - now for e in ends)]))
+            record = hook.get_task(record.task_id)
+            if record.state is not last_state:
+                self.log.info("LiangXin task %s is %s", record.task_id, record.state.value)
+                last_state = record.state
+        return record_from_event(event_for_record(record))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: validate the event, then finish like the sync path."""
+        return self._complete(context, record_from_event(event))
+
+    def _complete(self, context: Context, record: TaskRecord) -> dict[str, Any]:
+        result = record.to_dict()
+        self.log.info("LiangXin task %s succeeded: %s", record.task_id, ", ".join(record.result_urls))
+        link = record.result_urls[0] if record.result_urls else None
+        if self.output_path:
+            from airflow_provider_liangxin.results import store_results
+
+            stored = store_results(result, self.output_path, retry=self.retry)
+            result["stored"] = stored
+            link = stored[0]["path"] if stored else link
+        if link:
+            context["ti"].xcom_push(key=XCOM_RESULT_URL, value=link)
+        return result
+
+    def on_kill(self) -> None:
+        task_id = getattr(self, "_liangxin_task_id", None)
+        if task_id:
+            self.log.warning(NO_CANCEL_NOTE.format(task_id=task_id))
+
+
+#: The name the design documents use.
+CreateTaskOperator = LiangxinCreateTaskOperator
+
+__all__ = [
+    "XCOM_RESULT_URL",
+    "XCOM_TASK_ID",
+    "CreateTaskOperator",
+    "LiangxinCreateTaskOperator",
+    "LiangxinResultLink",
+    "check_callback_url",
+]
