@@ -34,3 +34,25 @@ def scripted_conn(scripted_server, monkeypatch):
     """The default connection pointed at the scripted server."""
     monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json(scripted_server.base_url, timeout=2))
     return scripted_server
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    """The embedded LiangXin simulator on a free loopback port, shared by the session (fast lifecycle)."""
+    from airflow_provider_liangxin.simulator import SimulatorConfig, run_simulator
+
+    with run_simulator(SimulatorConfig(durations=(0.05, 0.05, 0.3), allow_insecure_callbacks=True)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim_conn(simulator, monkeypatch):
+    """The default connection pointed at the simulator; faults are cleared after each test."""
+    monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json(simulator.base_url, simulator.api_key))
+    yield simulator
+    simulator.set_faults({})
+
+
+def api_calls(sim) -> int:
+    """Requests the simulator saw on the LiangXin API routes (admin routes excluded)."""
+    return sum(sum(by_status.values()) for route, by_status in sim.stats()["requests"].items() if " /api/" in route)

@@ -1,0 +1,236 @@
+"""LiangxinCreateTaskOperator against the running simulator: every path from create to result or failure."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
+
+from airflow_provider_liangxin.operators.liangxin import (
+    STATE_KEY,
+    XCOM_RESULT_URL,
+    XCOM_TASK_ID,
+    CreateTaskOperator,
+    LiangxinCreateTaskOperator,
+)
+from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger, make_event
+from tests.conftest import api_calls
+from tests.support.airflow_context import FakeStateStore, FakeTI, make_context
+
+PROMPT = "a red fox in fresh snow"
+
+
+def operator(**kwargs) -> LiangxinCreateTaskOperator:
+    defaults = {
+        "task_id": "hero",
+        "model": "seedream-v4-5",
+        "input": {"prompt": PROMPT, "aspect_ratio": "16:9"},
+        "poll_interval": 0.05,
+        "deferrable": False,
+    }
+    return LiangxinCreateTaskOperator(**{**defaults, **kwargs})
+
+
+def creates(sim) -> int:
+    return sum(sim.stats()["requests"].get("POST /api/v1/jobs/createTask", {}).values())
+
+
+def instant(sim) -> None:
+    sim.set_faults({"durations": [0, 0, 0]})
+
+
+class TestConstruction:
+    def test_alias(self):
+        assert CreateTaskOperator is LiangxinCreateTaskOperator
+
+    def test_templated_fields(self):
+        assert set(LiangxinCreateTaskOperator.template_fields) >= {"model", "input", "callback_url", "output_path"}
+
+    def test_literal_typo_fails_at_parse_time_with_every_problem(self):
+        with pytest.raises(ValueError, match="hero") as info:
+            operator(input={"prompt": "", "aspect_ration": "16:9", "seed": -1})
+        text = str(info.value)
+        assert "input.prompt" in text
+        assert "aspect_ration" in text
+        assert "input.seed" in text
+
+    def test_templated_input_is_validated_at_execute_without_any_request(self, sim_conn):
+        op = operator(input={"prompt": "{{ params.prompt }}", "aspect_ratio": "17:9"})
+        before = api_calls(sim_conn)
+        with pytest.raises(ValueError, match=r"aspect_ratio='17:9' is not allowed"):
+            op.execute(make_context())
+        assert api_calls(sim_conn) == before
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"poll_interval": 0}, "poll_interval"),
+            ({"timeout": -1}, "timeout"),
+            ({"retry": {"tries": 2}}, "unknown retry settings"),
+            ({"callback_url": "http://example.com/cb"}, "https://"),
+        ],
+    )
+    def test_bad_arguments(self, kwargs, message):
+        with pytest.raises(ValueError, match=message):
+            operator(**kwargs)
+
+    def test_unknown_model_passes_with_warning_unless_strict(self):
+        operator(model="brand-new-model", input={"anything": 1})
+        with pytest.raises(ValueError, match="brand-new-model"):
+            operator(model="brand-new-model", input={"anything": 1}, strict=True)
+
+
+class TestSyncMode:
+    def test_creates_pushes_task_id_first_then_polls_to_success(self, sim_conn):
+        ti = FakeTI()
+        result = operator().execute(make_context(FakeStateStore(), ti))
+        assert ti.pushed[0] == (XCOM_TASK_ID, result["task_id"])
+        assert result["state"] == "success"
+        assert result["model"] == "seedream-v4-5"
+        assert result["result_urls"][0].startswith(sim_conn.base_url)
+        assert result["param"]["input"] == {"prompt": PROMPT, "aspect_ratio": "16:9"}
+        assert ti.pushed_value(XCOM_RESULT_URL) == result["result_urls"][0]
+        assert json.loads(json.dumps(result)) == result
+
+    def test_failed_task_raises_with_fail_code_and_message(self, sim_conn):
+        op = operator(input={"prompt": "a storm [sim:fail:422:upstream refused]"})
+        with pytest.raises(AirflowException, match="failCode='422' failMsg='upstream refused'"):
+            op.execute(make_context(FakeStateStore()))
+
+    def test_timeout_raises_naming_the_task(self, sim_conn):
+        op = operator(input={"prompt": "forever [sim:never]"}, timeout=0.3)
+        ti = FakeTI()
+        started = time.monotonic()
+        with pytest.raises(AirflowException, match="Gave up waiting for LiangXin task task_seedream-v4-5_"):
+            op.execute(make_context(FakeStateStore(), ti))
+        assert time.monotonic() - started < 3
+        assert ti.pushed_value(XCOM_TASK_ID)
+
+    def test_fire_and_forget_returns_task_id(self, sim_conn):
+        ti = FakeTI()
+        result = operator(wait_for_completion=False, deferrable=True).execute(make_context(FakeStateStore(), ti))
+        assert isinstance(result, str)
+        assert result.startswith("task_seedream-v4-5_")
+        assert ti.pushed == [(XCOM_TASK_ID, result)]
+
+    def test_api_error_surfaces_status_and_message(self, sim_conn):
+        with pytest.raises(Exception, match="HTTP 403"):
+            operator(input={"prompt": "x [sim:403]"}).execute(make_context())
+
+
+class TestDeferrableMode:
+    def test_defers_with_json_native_trigger_and_absolute_deadlines(self, sim_conn):
+        op = operator(deferrable=True, poll_interval=2.5, timeout=600, execution_timeout=timedelta(minutes=30))
+        ti = FakeTI()
+        now = time.time()
+        with pytest.raises(TaskDeferred) as info:
+            op.execute(make_context(FakeStateStore(), ti))
+        deferred = info.value
+        assert isinstance(deferred.trigger, LiangxinTaskTrigger)
+        assert deferred.method_name == "execute_complete"
+        _, kwargs = deferred.trigger.serialize()
+        assert kwargs["liangxin_task_id"] == ti.pushed_value(XCOM_TASK_ID)
+        assert kwargs["liangxin_conn_id"] == "liangxin_default"
+        assert kwargs["poll_interval"] == 2.5
+        assert now + 599 <= kwargs["deadline"] <= time.time() + 600
+        assert ti.start_date.timestamp() + 1800 == pytest.approx(kwargs["execution_deadline"])
+        assert json.loads(json.dumps(kwargs)) == kwargs
+        # the framework timeout is only a backstop behind the trigger's own deadline
+        assert deferred.timeout > timedelta(seconds=600)
+
+    def test_already_terminal_task_finishes_without_deferring(self, sim_conn):
+        instant(sim_conn)
+        result = operator(deferrable=True).execute(make_context(FakeStateStore()))
+        assert result["state"] == "success"
+
+    def test_already_failed_task_raises_without_deferring(self, sim_conn):
+        instant(sim_conn)
+        with pytest.raises(AirflowException, match="failed"):
+            operator(deferrable=True, input={"prompt": "x [sim:fail]"}).execute(make_context(FakeStateStore()))
+
+    def test_execute_complete_success_returns_result_and_pushes_link(self, sim_conn):
+        instant(sim_conn)
+        hook_result = operator().execute(make_context())
+        event = make_event("success", hook_result["task_id"], "ok", None)
+        from airflow_provider_liangxin._api import TaskRecord
+
+        event["record"] = TaskRecord.from_dict(hook_result).to_dict()
+        ti = FakeTI()
+        result = operator(deferrable=True).execute_complete(make_context(ti=ti), event)
+        assert result["task_id"] == hook_result["task_id"]
+        assert ti.pushed_value(XCOM_RESULT_URL) == hook_result["result_urls"][0]
+
+    @pytest.mark.parametrize(
+        ("event", "message"),
+        [
+            (None, "no usable event"),
+            ({"status": "cancelled", "task_id": "t"}, "unknown event status 'cancelled'"),
+            (make_event("fail", "t1", "x", None), "LiangXin task t1 failed"),
+            (make_event("timeout", "t1", "the operator's timeout has passed"), "no cancel endpoint"),
+            (make_event("error", "t1", "HTTP 401 invalid token"), "invalid token"),
+        ],
+    )
+    def test_execute_complete_failure_branches(self, event, message):
+        with pytest.raises(AirflowException, match=message):
+            operator(deferrable=True).execute_complete(make_context(), event)
+
+
+class TestRetryResumes:
+    def test_retry_while_running_waits_for_the_same_task(self, sim_conn):
+        store = FakeStateStore()
+        op = operator(deferrable=True, input={"prompt": "slow one [sim:never]"})
+        with pytest.raises(TaskDeferred) as first:
+            op.execute(make_context(store))
+        created = creates(sim_conn)
+        task_id = store.data[STATE_KEY]
+        # attempt 2 (XCom cleared by Airflow, state store kept)
+        ti = FakeTI()
+        with pytest.raises(TaskDeferred) as second:
+            op.execute(make_context(store, ti))
+        assert creates(sim_conn) == created
+        assert second.value.trigger.serialize()[1]["liangxin_task_id"] == task_id
+        assert first.value.trigger.serialize()[1]["liangxin_task_id"] == task_id
+        assert ti.pushed_value(XCOM_TASK_ID) == task_id
+
+    def test_retry_after_success_returns_the_result_without_creating(self, sim_conn):
+        instant(sim_conn)
+        store = FakeStateStore()
+        first = operator().execute(make_context(store))
+        created = creates(sim_conn)
+        again = operator().execute(make_context(store))
+        assert creates(sim_conn) == created
+        assert again["task_id"] == first["task_id"]
+
+    def test_retry_after_failure_creates_a_new_task(self, sim_conn):
+        instant(sim_conn)
+        store = FakeStateStore()
+        store.set(STATE_KEY, operator(wait_for_completion=False, input={"prompt": "x [sim:fail]"}).execute(make_context()))
+        created = creates(sim_conn)
+        result = operator().execute(make_context(store))
+        assert creates(sim_conn) == created + 1
+        assert store.data[STATE_KEY] == result["task_id"]
+
+    def test_retry_with_unknown_stored_task_creates_a_new_one(self, sim_conn):
+        store = FakeStateStore()
+        store.set(STATE_KEY, "task_seedream-v4-5_0000000000000")
+        instant(sim_conn)
+        result = operator().execute(make_context(store))
+        assert result["task_id"] != "task_seedream-v4-5_0000000000000"
+
+    def test_without_state_store_a_new_task_is_created(self, sim_conn):
+        instant(sim_conn)
+        first = operator().execute(make_context())
+        second = operator().execute(make_context())
+        assert first["task_id"] != second["task_id"]
+
+
+def test_on_kill_logs_the_running_task_and_never_raises(sim_conn, capfd):
+    op = operator(wait_for_completion=False)
+    op.on_kill()  # nothing created yet
+    assert "no cancel endpoint" not in "".join(capfd.readouterr())
+    task_id = op.execute(make_context())
+    op.on_kill()
+    assert f"no cancel endpoint: task {task_id} may still finish" in "".join(capfd.readouterr())

@@ -1,0 +1,45 @@
+"""A minimal task context for calling operator methods directly (what the task runner would hand in).
+
+Only the parts the provider touches: ``ti.xcom_push`` (recorded in order) and ``task_state_store``
+(a dict behind the Airflow 3.3 accessor's get/set API), so a retry can be simulated by calling ``execute`` again
+with the same store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+class FakeStateStore:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self.data[key] = value
+
+
+@dataclass
+class FakeTI:
+    pushed: list[tuple[str, Any]] = field(default_factory=list)
+    start_date: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed.append((key, value))
+
+    def pushed_value(self, key: str) -> Any:
+        values = [v for k, v in self.pushed if k == key]
+        return values[-1] if values else None
+
+
+def make_context(store: FakeStateStore | None = None, ti: FakeTI | None = None) -> dict[str, Any]:
+    context: dict[str, Any] = {"ti": ti or FakeTI()}
+    if store is not None:
+        context["task_state_store"] = store
+    return context

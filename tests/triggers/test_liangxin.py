@@ -1,0 +1,165 @@
+"""LiangxinTaskTrigger against the running simulator (real HTTP on loopback), one event per outcome."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException
+from airflow.sdk import BaseHook
+from airflow.providers.common.compat.module_loading import import_string
+
+from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
+from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger, make_event, record_from_event
+from tests.conftest import liangxin_conn_json
+
+FAST = {"max_attempts": 2, "backoff_initial": 0.0, "backoff_max": 0.0, "max_wait_total": 5}
+
+
+async def events_of(trigger: LiangxinTaskTrigger) -> list[dict]:
+    return [event.payload async for event in trigger.run()]
+
+
+def create(prompt: str = "a lighthouse at dusk", model: str = "seedream-v4-5", **extra) -> str:
+    hook = LiangxinHook()
+    try:
+        return hook.create_task(model, {"prompt": prompt, **extra})
+    finally:
+        hook.close()
+
+
+def test_serialize_round_trip_is_json_native_and_keyless(sim_conn):
+    trigger = LiangxinTaskTrigger(
+        "task_x_1", "liangxin_default", poll_interval=0.5, deadline=1.5e9, execution_deadline=None, retry=FAST
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_liangxin.triggers.liangxin.LiangxinTaskTrigger"
+    assert kwargs == {
+        "liangxin_task_id": "task_x_1",
+        "liangxin_conn_id": "liangxin_default",
+        "poll_interval": 0.5,
+        "deadline": 1.5e9,
+        "execution_deadline": None,
+        "request_timeout": None,
+        "retry": FAST,
+        "max_consecutive_errors": 5,
+    }
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert sim_conn.api_key not in json.dumps(kwargs)
+    again = import_string(classpath)(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+
+
+def test_rejects_non_positive_poll_interval():
+    with pytest.raises(ValueError, match="poll_interval"):
+        LiangxinTaskTrigger("t", poll_interval=0)
+
+
+async def test_success_yields_exactly_one_event_with_record(sim_conn, monkeypatch):
+    task_id = create()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the trigger called the sync get_connection")
+
+    monkeypatch.setattr(BaseHook, "get_connection", forbidden)
+    monkeypatch.setattr(LiangxinHook, "get_connection", forbidden)
+    events = await events_of(LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 30))
+    assert len(events) == 1
+    (event,) = events
+    assert (event["status"], event["task_id"]) == ("success", task_id)
+    record = event["record"]
+    assert record["state"] == "success"
+    assert record["result_urls"][0].startswith(sim_conn.base_url)
+    assert record["param"]["input"]["prompt"] == "a lighthouse at dusk"
+    assert json.loads(json.dumps(event)) == event
+    assert record_from_event(event).result_urls == record["result_urls"]
+
+
+async def test_fail_event_carries_fail_code_and_message(sim_conn):
+    task_id = create("a storm [sim:fail:501:content policy violation]")
+    (event,) = await events_of(LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 30))
+    assert event["status"] == "fail"
+    assert (event["record"]["fail_code"], event["record"]["fail_msg"]) == ("501", "content policy violation")
+    with pytest.raises(AirflowException, match="failCode='501' failMsg='content policy violation'"):
+        record_from_event(event)
+
+
+async def test_deadline_gives_one_timeout_event(sim_conn):
+    task_id = create("forever [sim:never]")
+    started = time.monotonic()
+    (event,) = await events_of(LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 0.4))
+    assert event["status"] == "timeout"
+    assert "timeout" in event["message"]
+    assert 0.35 <= time.monotonic() - started < 3
+    with pytest.raises(AirflowException, match=f"Gave up waiting for LiangXin task {task_id}.*no cancel endpoint"):
+        record_from_event(event)
+
+
+async def test_execution_deadline_is_honoured(sim_conn):
+    task_id = create("forever [sim:never]")
+    trigger = LiangxinTaskTrigger(task_id, poll_interval=5, deadline=time.time() + 60, execution_deadline=time.time() + 0.3)
+    started = time.monotonic()
+    (event,) = await events_of(trigger)
+    assert event["status"] == "timeout"
+    assert "execution_timeout" in event["message"]
+    assert time.monotonic() - started < 2, "slept a whole poll interval past the deadline"
+
+
+async def test_unknown_task_is_an_error_event_not_an_exception(sim_conn):
+    (event,) = await events_of(LiangxinTaskTrigger("task_nope_1", poll_interval=0.05, retry=FAST))
+    assert event["status"] == "error"
+    assert "task not found" in event["message"]
+    assert "HTTP 404" in event["message"]
+
+
+async def test_transient_errors_are_retried_then_reported(sim_conn):
+    task_id = create()
+    sim_conn.set_faults({"recordinfo_error_rate": 1.0})
+    before = sim_conn.stats()
+    trigger = LiangxinTaskTrigger(task_id, poll_interval=0.01, retry=FAST, max_consecutive_errors=3)
+    (event,) = await events_of(trigger)
+    assert event["status"] == "error"
+    assert "3 polls in a row failed" in event["message"]
+    assert "HTTP 500" in event["message"]
+    after = sim_conn.stats()
+    assert _record_info_calls(after) - _record_info_calls(before) == 6  # 3 polls x 2 attempts each
+
+
+async def test_transient_errors_then_recovery_succeeds(sim_conn):
+    task_id = create()
+    sim_conn.set_faults({"recordinfo_error_rate": 0.5, "seed": 7})
+    (event,) = await events_of(
+        LiangxinTaskTrigger(task_id, poll_interval=0.02, retry=FAST, max_consecutive_errors=50, deadline=time.time() + 30)
+    )
+    assert event["status"] == "success"
+
+
+async def test_bad_key_is_an_error_event(simulator, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json(simulator.base_url, "sk-wrong"))
+    (event,) = await events_of(LiangxinTaskTrigger("task_x_1", poll_interval=0.05))
+    assert event["status"] == "error"
+    assert "invalid token" in event["message"]
+    assert "sk-wrong" not in json.dumps(event)
+
+
+async def test_missing_connection_is_an_error_event(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", raising=False)
+    (event,) = await events_of(LiangxinTaskTrigger("task_x_1", liangxin_conn_id="does_not_exist"))
+    assert event["status"] == "error"
+    assert "does_not_exist" in event["message"]
+
+
+@pytest.mark.parametrize("event", [None, "success", {"status": "done"}, {"no": "status"}])
+def test_invalid_events_are_rejected(event):
+    with pytest.raises(AirflowException, match="no usable event|unknown event status"):
+        record_from_event(event)
+
+
+def test_error_event_raises_with_message():
+    with pytest.raises(AirflowException, match="Error while waiting for LiangXin task t1: boom"):
+        record_from_event(make_event("error", "t1", "boom"))
+
+
+def _record_info_calls(stats: dict) -> int:
+    return sum(stats["requests"].get("GET /api/v1/jobs/recordInfo", {}).values())
