@@ -1,0 +1,103 @@
+"""Optional SQLite mirror of the task store, so a restarted simulator keeps its tasks.
+
+Only the createTask decisions are stored (and the callback delivery state); since lifecycle times are absolute
+epoch ms, a restored task continues exactly where the clock says it is. WAL mode with synchronous=NORMAL keeps
+an insert per createTask cheap enough for load tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from airflow_provider_liangxin.simulator.state import Task
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    param TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    lengths TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    fail_code TEXT NOT NULL,
+    fail_msg TEXT NOT NULL,
+    callback_url TEXT,
+    slow INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    content_key TEXT NOT NULL,
+    video INTEGER NOT NULL,
+    callback_state TEXT NOT NULL
+)
+"""
+_COLUMNS = (
+    "task_id, model, param, created_ms, lengths, outcome, fail_code, fail_msg, callback_url, slow, width, "
+    "height, content_key, video, callback_state"
+)
+
+
+class TaskDB:
+    """A single connection used only from the server's event loop thread (hence check_same_thread off)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(_SCHEMA)
+
+    def insert(self, task: Task) -> None:
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                task.task_id,
+                task.model,
+                task.param,
+                task.created_ms,
+                json.dumps(list(task.lengths)),
+                task.outcome,
+                task.fail_code,
+                task.fail_msg,
+                task.callback_url,
+                int(task.slow),
+                task.width,
+                task.height,
+                task.content_key,
+                int(task.video),
+                task.callback_state,
+            ),
+        )
+
+    def set_callback_state(self, task_id: str, state: str) -> None:
+        self._conn.execute("UPDATE tasks SET callback_state = ? WHERE task_id = ?", (state, task_id))
+
+    def load(self) -> Iterator[Task]:
+        for row in self._conn.execute(f"SELECT {_COLUMNS} FROM tasks ORDER BY created_ms"):
+            (task_id, model, param, created_ms, lengths, outcome, fail_code, fail_msg, callback_url, slow) = row[:10]
+            width, height, content_key, video, callback_state = row[10:]
+            yield Task(
+                task_id=task_id,
+                model=model,
+                param=param,
+                created_ms=created_ms,
+                lengths=tuple(json.loads(lengths)),
+                outcome=outcome,
+                fail_code=fail_code,
+                fail_msg=fail_msg,
+                callback_url=callback_url,
+                slow=bool(slow),
+                width=width,
+                height=height,
+                content_key=content_key,
+                video=bool(video),
+                callback_state=callback_state,
+            )
+
+    def clear(self) -> None:
+        self._conn.execute("DELETE FROM tasks")
+
+    def close(self) -> None:
+        self._conn.close()
