@@ -10,6 +10,8 @@ _AIRFLOW_HOME = tempfile.mkdtemp(prefix="liangxin-tests-airflow-")
 os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# dag.test() in Airflow 3 runs only DAGs found in a configured bundle: the tests' own DAG folder.
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(os.path.dirname(__file__), "dags"))
 
 import pytest  # noqa: E402
 
@@ -56,3 +58,11 @@ def sim_conn(simulator, monkeypatch):
 def api_calls(sim) -> int:
     """Requests the simulator saw on the LiangXin API routes (admin routes excluded)."""
     return sum(sum(by_status.values()) for route, by_status in sim.stats()["requests"].items() if " /api/" in route)
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A fresh SQLite metadata DB in the throw-away AIRFLOW_HOME (dag.test() needs one)."""
+    from airflow.utils.db import initdb
+
+    initdb()

@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import httpx
@@ -364,6 +365,11 @@ class LiangxinHook(BaseHook):
         task_id = parse_create_task(self._call(request))
         self.log.info("Created LiangXin task %s (model %s)", task_id, request.json_body["model"])  # type: ignore[index]
         return task_id
+
+    def task_status_url(self, task_id: str) -> str:
+        """The recordInfo URL of a task: the closest thing LiangXin has to a task page."""
+        request = build_record_info(task_id)
+        return f"{self.settings.base_url}{request.path}?{urlencode(request.params or {})}"
 
     def get_task(self, task_id: str) -> TaskRecord:
         return TaskRecord.from_api(self._call(build_record_info(task_id)))

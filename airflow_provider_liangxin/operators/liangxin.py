@@ -186,7 +186,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
             record = self._resume(context, hook)
             if record is None:
                 task_id = hook.create_task(self.model, self.input, self.callback_url)
-                self._remember(context, task_id)
+                self._remember(context, task_id, hook)
                 self.log.info("LiangXin task %s created for model %s", task_id, self.model)
                 if not self.wait_for_completion:
                     return task_id
@@ -221,22 +221,25 @@ class LiangxinCreateTaskOperator(BaseOperator):
                 record.task_id,
                 record.state.value,
             )
-            self._push_task_id(context, record.task_id)
+            self._push_task_id(context, record.task_id, hook)
             return record
         self.log.warning(
             "Earlier LiangXin task %s failed (%s: %s); creating a new one", previous, record.fail_code, record.fail_msg
         )
         return None
 
-    def _remember(self, context: Context, task_id: str) -> None:
+    def _remember(self, context: Context, task_id: str, hook: LiangxinHook) -> None:
         store = context.get("task_state_store")
         if store is not None:
             store.set(STATE_KEY, task_id)
-        self._push_task_id(context, task_id)
+        self._push_task_id(context, task_id, hook)
 
-    def _push_task_id(self, context: Context, task_id: str) -> None:
+    def _push_task_id(self, context: Context, task_id: str, hook: LiangxinHook) -> None:
         self._liangxin_task_id = task_id
         context["ti"].xcom_push(key=XCOM_TASK_ID, value=task_id)
+        # Until a result exists the link names the task's status URL, so even a failed or stuck task shows which
+        # LiangXin task it was (the API needs the key to answer it; it has no public task page).
+        context["ti"].xcom_push(key=XCOM_RESULT_URL, value=hook.task_status_url(task_id))
 
     def _defer(self, context: Context, task_id: str) -> None:
         deadline, execution_deadline = self._deadlines(context)
@@ -281,8 +284,11 @@ class LiangxinCreateTaskOperator(BaseOperator):
         return self._complete(context, record_from_event(event))
 
     def _complete(self, context: Context, record: TaskRecord) -> dict[str, Any]:
+        from airflow_provider_liangxin.results import redact_url
+
         result = record.to_dict()
-        self.log.info("LiangXin task %s succeeded: %s", record.task_id, ", ".join(record.result_urls))
+        shown = ", ".join(redact_url(url) for url in record.result_urls)
+        self.log.info("LiangXin task %s succeeded: %s", record.task_id, shown)
         link = record.result_urls[0] if record.result_urls else None
         if self.output_path:
             from airflow_provider_liangxin.results import store_results

@@ -114,7 +114,8 @@ class TestSyncMode:
         result = operator(wait_for_completion=False, deferrable=True).execute(make_context(FakeStateStore(), ti))
         assert isinstance(result, str)
         assert result.startswith("task_seedream-v4-5_")
-        assert ti.pushed == [(XCOM_TASK_ID, result)]
+        assert ti.pushed[0] == (XCOM_TASK_ID, result)
+        assert ti.pushed_value(XCOM_RESULT_URL) == f"{sim_conn.base_url}/api/v1/jobs/recordInfo?taskId={result}"
 
     def test_api_error_surfaces_status_and_message(self, sim_conn):
         with pytest.raises(Exception, match="HTTP 403"):
@@ -207,7 +208,9 @@ class TestRetryResumes:
     def test_retry_after_failure_creates_a_new_task(self, sim_conn):
         instant(sim_conn)
         store = FakeStateStore()
-        store.set(STATE_KEY, operator(wait_for_completion=False, input={"prompt": "x [sim:fail]"}).execute(make_context()))
+        store.set(
+            STATE_KEY, operator(wait_for_completion=False, input={"prompt": "x [sim:fail]"}).execute(make_context())
+        )
         created = creates(sim_conn)
         result = operator().execute(make_context(store))
         assert creates(sim_conn) == created + 1

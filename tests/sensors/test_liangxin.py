@@ -1,0 +1,88 @@
+"""LiangxinTaskSensor against the simulator: poke, deferrable, failure and soft_fail."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, TaskDeferred
+
+from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
+from airflow_provider_liangxin.sensors.liangxin import LiangxinTaskSensor
+from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger, make_event
+from tests.support.airflow_context import make_context
+
+
+def create(prompt: str = "a quiet harbour") -> str:
+    hook = LiangxinHook()
+    try:
+        return hook.create_task("z-image", {"prompt": prompt})
+    finally:
+        hook.close()
+
+
+def sensor(task_id: str, **kwargs) -> LiangxinTaskSensor:
+    return LiangxinTaskSensor(task_id="wait", liangxin_task_id=task_id, poke_interval=0.05, timeout=20, **kwargs)
+
+
+def test_templated_fields():
+    assert "liangxin_task_id" in LiangxinTaskSensor.template_fields
+
+
+def test_poke_is_false_while_running_then_returns_the_result(sim_conn):
+    task_id = create()
+    assert sensor(task_id).poke(make_context()) is False
+    result = sensor(task_id).execute(make_context())
+    assert result["task_id"] == task_id
+    assert result["state"] == "success"
+    assert result["result_urls"]
+
+
+def test_failed_task_fails_the_sensor(sim_conn):
+    task_id = create("x [sim:fail:500:generation crashed]")
+    time.sleep(0.5)
+    with pytest.raises(AirflowFailException, match="generation crashed"):
+        sensor(task_id).execute(make_context())
+
+
+def test_soft_fail_skips_on_failed_task(sim_conn):
+    task_id = create("x [sim:fail]")
+    time.sleep(0.5)
+    with pytest.raises(AirflowSkipException):
+        sensor(task_id, soft_fail=True).execute(make_context())
+
+
+def test_empty_task_id_is_a_clear_error(sim_conn):
+    with pytest.raises(AirflowFailException, match="rendered empty"):
+        sensor("None").execute(make_context())
+
+
+def test_deferrable_defers_to_the_shared_trigger(sim_conn):
+    task_id = create("forever [sim:never]")
+    with pytest.raises(TaskDeferred) as info:
+        sensor(task_id, deferrable=True).execute(make_context())
+    trigger = info.value.trigger
+    assert isinstance(trigger, LiangxinTaskTrigger)
+    kwargs = trigger.serialize()[1]
+    assert kwargs["liangxin_task_id"] == task_id
+    assert kwargs["poll_interval"] == 0.05
+    assert kwargs["deadline"] == pytest.approx(time.time() + 20, abs=2)
+
+
+def test_deferrable_on_finished_task_returns_without_deferring(sim_conn):
+    task_id = create()
+    time.sleep(0.6)
+    assert sensor(task_id, deferrable=True).execute(make_context())["state"] == "success"
+
+
+def test_execute_complete_shares_the_operator_semantics(sim_conn):
+    with pytest.raises(Exception, match="LiangXin task t1 failed"):
+        sensor("t1", deferrable=True).execute_complete(make_context(), make_event("fail", "t1", "x"))
+    with pytest.raises(Exception, match="unknown event status"):
+        sensor("t1", deferrable=True).execute_complete(make_context(), {"status": "weird"})
+
+
+def test_soft_fail_applies_to_deferred_resume(sim_conn):
+    s = sensor("t1", deferrable=True, soft_fail=True)
+    with pytest.raises(AirflowSkipException):
+        s.resume_execution("execute_complete", {"event": make_event("fail", "t1", "x")}, make_context())
