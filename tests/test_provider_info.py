@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import airflow
 import jsonschema
 import pytest
 
-import airflow
 import airflow_provider_liangxin
 from airflow_provider_liangxin import get_provider_info
 
@@ -57,7 +57,11 @@ def test_every_listed_class_and_module_imports():
 
 
 def test_entry_point_resolves_via_importlib_metadata():
-    (ep,) = [e for e in importlib.metadata.entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_provider_liangxin")]
+    (ep,) = [
+        e
+        for e in importlib.metadata.entry_points(group="apache_airflow_provider")
+        if e.value.startswith("airflow_provider_liangxin")
+    ]
     assert ep.load()()["package-name"] == "airflow-provider-liangxin"
     assert importlib.metadata.version("airflow-provider-liangxin") == airflow_provider_liangxin.__version__
 
@@ -72,7 +76,11 @@ def test_entry_point_resolves_via_importlib_metadata():
 def test_conn_type_survives_uri_and_json(uri_or_json):
     from airflow.sdk import Connection
 
-    conn = Connection.from_json(uri_or_json, conn_id="lx") if uri_or_json.startswith("{") else Connection.from_uri(uri_or_json, conn_id="lx")
+    conn = (
+        Connection.from_json(uri_or_json, conn_id="lx")
+        if uri_or_json.startswith("{")
+        else Connection.from_uri(uri_or_json, conn_id="lx")
+    )
     assert conn.conn_type == "liangxin"
     assert conn.password == "sk-abc"
 
@@ -92,6 +100,9 @@ def test_airflow_providers_list_shows_the_provider():
 
 
 def test_importing_the_package_is_light():
-    code = "import sys, airflow_provider_liangxin; print(sorted(m for m in sys.modules if m.startswith(('airflow.', 'httpx', 'aiohttp'))))"
+    code = (
+        "import sys, airflow_provider_liangxin; "
+        "print(sorted(m for m in sys.modules if m.startswith(('airflow.', 'httpx', 'aiohttp'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

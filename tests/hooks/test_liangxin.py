@@ -116,7 +116,9 @@ class TestSettings:
         assert (settings.timeout, settings.verify_ssl) == (12.5, False)
         assert LiangxinHook(timeout=3).settings.timeout == 3
 
-    @pytest.mark.parametrize(("extra", "message"), [({"timeout": "soon"}, "timeout"), ({"verify_ssl": "maybe"}, "verify_ssl")])
+    @pytest.mark.parametrize(
+        ("extra", "message"), [({"timeout": "soon"}, "timeout"), ({"verify_ssl": "maybe"}, "verify_ssl")]
+    )
     def test_bad_extras(self, monkeypatch, extra, message):
         monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json("http://h", **extra))
         with pytest.raises(LiangxinConfigError, match=message):
@@ -169,7 +171,9 @@ class TestRequests:
 
     def test_error_carries_message_status_and_request_id_never_key(self, scripted_conn, mode, caplog, capfd):
         caplog.set_level(logging.DEBUG)
-        body = {"error": {"message": "user quota is not enough (request id: rq-9)", "type": "new_api_error", "code": ""}}
+        body = {
+            "error": {"message": "user quota is not enough (request id: rq-9)", "type": "new_api_error", "code": ""}
+        }
         scripted_conn.script(Reply(403, body))
         with pytest.raises(LiangxinForbiddenError) as info:
             run(mode, LiangxinHook(retry=FAST_RETRY), "create_task", "seedream-v4-5", {"prompt": "x"})
@@ -323,11 +327,13 @@ class TestRespx:
 
     def test_missing_task_id_in_create_answer(self, mocked):
         mocked.post("/api/v1/jobs/createTask").respond(200, json={"code": 200, "msg": "success", "data": {}})
-        with pytest.raises(_api.LiangxinResponseError, match="without data.taskId"):
+        with pytest.raises(_api.LiangxinResponseError, match=r"without data\.taskId"):
             LiangxinHook().create_task("z-image", {"prompt": "x"})
 
     def test_unknown_state_is_an_error(self, mocked):
-        mocked.get("/api/v1/jobs/recordInfo").respond(200, json={"code": 200, "msg": "ok", "data": record(state="done")})
+        mocked.get("/api/v1/jobs/recordInfo").respond(
+            200, json={"code": 200, "msg": "ok", "data": record(state="done")}
+        )
         with pytest.raises(_api.LiangxinResponseError, match="unknown task state 'done'"):
             LiangxinHook().get_task("t")
 

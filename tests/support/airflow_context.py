@@ -8,7 +8,7 @@ with the same store.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -28,7 +28,7 @@ class FakeStateStore:
 @dataclass
 class FakeTI:
     pushed: list[tuple[str, Any]] = field(default_factory=list)
-    start_date: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    start_date: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed.append((key, value))

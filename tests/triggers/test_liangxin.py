@@ -6,9 +6,9 @@ import json
 import time
 
 import pytest
+from airflow.providers.common.compat.module_loading import import_string
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk import BaseHook
-from airflow.providers.common.compat.module_loading import import_string
 
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger, make_event, record_from_event
@@ -98,7 +98,9 @@ async def test_deadline_gives_one_timeout_event(sim_conn):
 
 async def test_execution_deadline_is_honoured(sim_conn):
     task_id = create("forever [sim:never]")
-    trigger = LiangxinTaskTrigger(task_id, poll_interval=5, deadline=time.time() + 60, execution_deadline=time.time() + 0.3)
+    trigger = LiangxinTaskTrigger(
+        task_id, poll_interval=5, deadline=time.time() + 60, execution_deadline=time.time() + 0.3
+    )
     started = time.monotonic()
     (event,) = await events_of(trigger)
     assert event["status"] == "timeout"
@@ -130,7 +132,9 @@ async def test_transient_errors_then_recovery_succeeds(sim_conn):
     task_id = create()
     sim_conn.set_faults({"recordinfo_error_rate": 0.5, "seed": 7})
     (event,) = await events_of(
-        LiangxinTaskTrigger(task_id, poll_interval=0.02, retry=FAST, max_consecutive_errors=50, deadline=time.time() + 30)
+        LiangxinTaskTrigger(
+            task_id, poll_interval=0.02, retry=FAST, max_consecutive_errors=50, deadline=time.time() + 30
+        )
     )
     assert event["status"] == "success"
 
@@ -152,7 +156,7 @@ async def test_missing_connection_is_an_error_event(monkeypatch):
 
 @pytest.mark.parametrize("event", [None, "success", {"status": "done"}, {"no": "status"}])
 def test_invalid_events_are_rejected(event):
-    with pytest.raises(AirflowException, match="no usable event|unknown event status"):
+    with pytest.raises(AirflowException, match=r"no usable event|unknown event status"):
         record_from_event(event)
 
 
