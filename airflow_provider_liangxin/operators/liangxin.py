@@ -65,6 +65,19 @@ def _has_template(value: Any) -> bool:
     return False
 
 
+def _output_asset(output_path: str | None) -> Any:
+    """The Asset for a literal output_path (assets are declared when the DAG is parsed, before templating)."""
+    from airflow.providers.common.compat.sdk import Asset
+
+    if not output_path or _has_template(output_path):
+        raise ValueError(
+            "output_asset=True needs a literal output_path (assets are declared at parse time); "
+            "for a templated path pass outlets=[Asset(...)] yourself"
+        )
+    uri = output_path if "://" in output_path else "file://" + output_path
+    return Asset(uri=uri.rstrip("/") + "/")
+
+
 def check_callback_url(callback_url: str | None) -> None:
     """LiangXin only calls public HTTPS URLs back; catch a typo before it costs a task."""
     if not callback_url:
@@ -93,6 +106,11 @@ class LiangxinCreateTaskOperator(BaseOperator):
     :param request_timeout: Per-request HTTP timeout in seconds (overrides the connection's ``timeout`` extra).
     :param output_path: Where to store the results (any ObjectStoragePath/fsspec URL or local path); the
         result then lists the stored files. (templated)
+    :param download_timeout: Per-step (connect/read) timeout in seconds when downloading results.
+    :param max_download_bytes: Size cap per result file; a larger file fails the task (files already stored stay).
+    :param output_asset: Also declare ``output_path`` as an Airflow Asset outlet, so downstream DAGs can be
+        scheduled on new images. Needs a literal (untemplated) ``output_path``; the asset event's ``extra``
+        lists the stored files.
     :param strict: Reject models this provider does not know (by default they pass through with a warning).
 
     XCom: ``task_id`` holds the LiangXin taskId as soon as it exists; ``return_value`` holds the result dict
@@ -119,9 +137,15 @@ class LiangxinCreateTaskOperator(BaseOperator):
         retry: Mapping[str, Any] | None = None,
         request_timeout: float | None = None,
         output_path: str | None = None,
+        download_timeout: float = 60.0,
+        max_download_bytes: int = 200 * 1024 * 1024,
+        output_asset: bool = False,
         strict: bool = False,
         **kwargs: Any,
     ) -> None:
+        self.output_asset_ref = _output_asset(output_path) if output_asset else None
+        if self.output_asset_ref is not None:
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), self.output_asset_ref]
         super().__init__(**kwargs)
         if not isinstance(poll_interval, int | float) or poll_interval <= 0:
             raise ValueError(f"{self.task_id}: poll_interval must be a number > 0, got {poll_interval!r}")
@@ -139,6 +163,8 @@ class LiangxinCreateTaskOperator(BaseOperator):
         self.retry = dict(retry) if retry is not None else None
         self.request_timeout = request_timeout
         self.output_path = output_path
+        self.download_timeout = download_timeout
+        self.max_download_bytes = max_download_bytes
         self.strict = strict
         if not wait_for_completion and deferrable:
             self.log.debug("%s: deferrable has no effect when wait_for_completion=False", self.task_id)
@@ -293,9 +319,21 @@ class LiangxinCreateTaskOperator(BaseOperator):
         if self.output_path:
             from airflow_provider_liangxin.results import store_results
 
-            stored = store_results(result, self.output_path, retry=self.retry)
+            stored = store_results(
+                result,
+                self.output_path,
+                timeout=self.download_timeout,
+                max_bytes=self.max_download_bytes,
+                retry=self.retry,
+            )
             result["stored"] = stored
             link = stored[0]["path"] if stored else link
+            if self.output_asset_ref is not None:
+                context["outlet_events"][self.output_asset_ref].extra = {
+                    "liangxin_task_id": record.task_id,
+                    "model": record.model,
+                    "files": [item["path"] for item in stored],
+                }
         if link:
             context["ti"].xcom_push(key=XCOM_RESULT_URL, value=link)
         return result

@@ -237,3 +237,62 @@ def test_on_kill_logs_the_running_task_and_never_raises(sim_conn, capfd):
     task_id = op.execute(make_context())
     op.on_kill()
     assert f"no cancel endpoint: task {task_id} may still finish" in "".join(capfd.readouterr())
+
+
+class TestOutputPath:
+    def test_results_are_stored_with_sidecar_and_linked(self, sim_conn, tmp_path):
+        from PIL import Image
+
+        ti = FakeTI()
+        result = operator(output_path=str(tmp_path / "out")).execute(make_context(FakeStateStore(), ti))
+        (stored,) = result["stored"]
+        path = tmp_path / "out" / f"{result['task_id']}_0.png"
+        assert stored["path"] == f"file://{path}"
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            width, height = image.size
+        assert width / height == pytest.approx(16 / 9, rel=0.02)
+        sidecar = json.loads((tmp_path / "out" / f"{result['task_id']}_0.json").read_text())
+        assert sidecar["task_id"] == result["task_id"]
+        assert sidecar["prompt"] == PROMPT
+        assert sidecar["source_url"] == result["result_urls"][0]
+        assert sidecar["bytes"] == path.stat().st_size
+        assert ti.pushed_value(XCOM_RESULT_URL) == stored["path"]
+
+    def test_results_to_an_in_memory_filesystem(self, sim_conn):
+        import fsspec
+
+        result = operator(output_path="memory://liangxin-op-test/run1").execute(make_context())
+        fs = fsspec.filesystem("memory")
+        data = fs.cat(f"/liangxin-op-test/run1/{result['task_id']}_0.png")
+        assert data.startswith(b"\x89PNG")
+        assert result["stored"][0]["bytes"] == len(data)
+
+    def test_unwritable_output_path_fails_before_any_request(self, sim_conn, tmp_path):
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a folder")
+        before = api_calls(sim_conn)
+        with pytest.raises(ValueError, match="a-file"):
+            operator(output_path=str(blocker / "out")).execute(make_context())
+        assert api_calls(sim_conn) == before
+
+    def test_output_asset_is_declared_and_its_event_lists_the_files(self, sim_conn, tmp_path):
+        from collections import defaultdict
+        from types import SimpleNamespace
+
+        op = operator(output_path=str(tmp_path / "assets"), output_asset=True)
+        (asset,) = op.outlets
+        assert asset.uri.startswith("file://")
+        assert asset.uri.rstrip("/").endswith(str(tmp_path / "assets"))
+        context = make_context()
+        context["outlet_events"] = defaultdict(SimpleNamespace)
+        result = op.execute(context)
+        assert context["outlet_events"][asset].extra == {
+            "liangxin_task_id": result["task_id"],
+            "model": "seedream-v4-5",
+            "files": [result["stored"][0]["path"]],
+        }
+
+    def test_output_asset_needs_a_literal_path(self):
+        with pytest.raises(ValueError, match="literal output_path"):
+            operator(output_path="/data/{{ ds }}", output_asset=True)
