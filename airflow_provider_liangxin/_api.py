@@ -9,10 +9,11 @@ from __future__ import annotations
 import email.utils
 import enum
 import json
+import logging
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -512,6 +513,45 @@ class RetryPolicy:
         """Full-jitter exponential backoff for the given (1-based) failed attempt."""
         ceiling = min(self.backoff_max, self.backoff_initial * (2 ** (attempt - 1)))
         return random.uniform(0, ceiling)
+
+    def tenacity_kwargs(
+        self, retryable: Callable[[BaseException], bool], what: str, log: logging.Logger | Any
+    ) -> dict[str, Any]:
+        """Keyword arguments for ``tenacity.Retrying``/``AsyncRetrying`` that apply this policy.
+
+        A server's ``retry_after`` hint (an attribute of the raised error) wins over the backoff; the policy's
+        attempt cap and total-wait budget both stop the retries.
+        """
+        import tenacity
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            hint = getattr(exc, "retry_after", None)
+            return float(hint) if hint is not None else self.backoff(state.attempt_number)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            return (
+                state.attempt_number >= self.max_attempts or state.idle_for + state.upcoming_sleep > self.max_wait_total
+            )
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s attempt %d/%d failed (%s); retrying in %.1f s",
+                what,
+                state.attempt_number,
+                self.max_attempts,
+                exc,
+                state.upcoming_sleep,
+            )
+
+        return {
+            "retry": tenacity.retry_if_exception(retryable),
+            "wait": wait,
+            "stop": stop,
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
 
 
 def is_retryable(request: ApiRequest, exc: BaseException) -> bool:

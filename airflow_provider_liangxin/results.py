@@ -333,37 +333,13 @@ class _Download:
     def run(self, sink: IO[bytes], policy: RetryPolicy) -> _Fetched:
         import tenacity
 
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, ResultDownloadError) and exc.retry_after is not None:
-                return exc.retry_after
-            return policy.backoff(state.attempt_number)
-
-        def stop(state: tenacity.RetryCallState) -> bool:
-            return (
-                state.attempt_number >= policy.max_attempts
-                or state.idle_for + state.upcoming_sleep > policy.max_wait_total
-            )
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "Result download attempt %d/%d failed (%s); retrying in %.1f s",
-                state.attempt_number,
-                policy.max_attempts,
-                exc,
-                state.upcoming_sleep,
-            )
-
         attempts = 0
         try:
             for attempt in tenacity.Retrying(
-                retry=tenacity.retry_if_exception(lambda e: isinstance(e, ResultDownloadError) and e.retryable),
-                wait=wait,
-                stop=stop,
-                before_sleep=before_sleep,
-                reraise=True,
                 sleep=lambda seconds: _sleep(seconds),
+                **policy.tenacity_kwargs(
+                    lambda e: isinstance(e, ResultDownloadError) and e.retryable, "Result download", log
+                ),
             ):
                 with attempt:
                     attempts += 1

@@ -35,7 +35,6 @@ from airflow_provider_liangxin._api import (
     LiangxinConfigError,
     LiangxinConnectError,
     LiangxinError,
-    LiangxinRateLimitError,
     LiangxinTaskNotFoundError,
     LiangxinTimeoutError,
     LiangxinTransportError,
@@ -285,38 +284,9 @@ class LiangxinHook(BaseHook):
     # ------------------------------------------------------------------------------------------ retries
 
     def _retry_kwargs(self, request: ApiRequest) -> dict[str, Any]:
-        policy = self.retry_policy
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, LiangxinRateLimitError) and exc.retry_after is not None:
-                return exc.retry_after
-            return policy.backoff(state.attempt_number)
-
-        def stop(state: tenacity.RetryCallState) -> bool:
-            return (
-                state.attempt_number >= policy.max_attempts
-                or state.idle_for + state.upcoming_sleep > policy.max_wait_total
-            )
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            self.log.warning(
-                "LiangXin %s attempt %d/%d failed (%s); retrying in %.1f s",
-                request.operation,
-                state.attempt_number,
-                policy.max_attempts,
-                exc,
-                state.upcoming_sleep,
-            )
-
-        return {
-            "retry": tenacity.retry_if_exception(lambda exc: is_retryable(request, exc)),
-            "wait": wait,
-            "stop": stop,
-            "before_sleep": before_sleep,
-            "reraise": True,
-        }
+        return self.retry_policy.tenacity_kwargs(
+            lambda exc: is_retryable(request, exc), f"LiangXin {request.operation}", self.log
+        )
 
     # ---------------------------------------------------------------------------------------- sync path
 
