@@ -163,10 +163,6 @@ class LiangxinTimeoutError(LiangxinTransportError):
     """The request timed out after it may have been sent (read/write timeout)."""
 
 
-class LiangxinTaskFailedError(LiangxinError):
-    """The task reached the ``fail`` state."""
-
-
 _STATUS_ERRORS: dict[int, type[LiangxinHTTPError]] = {
     400: LiangxinBadRequestError,
     401: LiangxinAuthError,

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -99,8 +99,9 @@ class ConnectionSettings:
         if "://" not in host:
             scheme = (conn.schema or "").lower() if (conn.schema or "").lower() in ("http", "https") else "https"
             host = f"{scheme}://{host}"
-        if conn.port and host.count(":") < 2:
-            host = f"{host}:{conn.port}"
+        parts = urlsplit(host)
+        if conn.port and parts.port is None:
+            host = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{conn.port}"))
         timeout = timeout_override if timeout_override is not None else extras.get("timeout")
         return cls(
             conn_id=conn_id,
@@ -345,15 +346,15 @@ class LiangxinHook(BaseHook):
         return TaskRecord.from_api(self._call(build_record_info(task_id)))
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call: a recordInfo for an id that cannot exist. 404 proves the key works."""
+        """One cheap authenticated call: recordInfo for an id that cannot exist; LiangXin's 404 proves the key."""
         probe = LiangxinHook(self.liangxin_conn_id, timeout=self.timeout, retry={"max_attempts": 1})
         try:
             probe.get_task(f"airflow-connection-test-{uuid.uuid4().hex}")
-        except LiangxinTaskNotFoundError:
-            return (
-                True,
-                f"Connection to LiangXin at {probe.settings.base_url} works: the API key was accepted",
-            )
+        except LiangxinTaskNotFoundError as exc:
+            if exc.api_code is None:
+                # A bare 404 (no LiangXin envelope) means a wrong base URL, not a working key.
+                return False, f"{probe.settings.base_url} does not look like the LiangXin API: {exc}"
+            return True, f"Connection to LiangXin at {probe.settings.base_url} works: the API key was accepted"
         except LiangxinAuthError as exc:
             return False, f"The API key was rejected: {exc}"
         except LiangxinError as exc:

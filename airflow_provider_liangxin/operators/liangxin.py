@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.providers.common.compat.sdk import BaseOperator, BaseOperatorLink, XCom, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, BaseOperatorLink, XCom, conf
 
 from airflow_provider_liangxin._api import (
     LiangxinTaskNotFoundError,
@@ -28,6 +27,7 @@ from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.models import InputValidationError, validate_input
 from airflow_provider_liangxin.triggers.liangxin import (
     NO_CANCEL_NOTE,
+    Deadlines,
     LiangxinTaskTrigger,
     event_for_record,
     make_event,
@@ -98,9 +98,9 @@ class LiangxinCreateTaskOperator(BaseOperator):
     :param wait_for_completion: Wait for the task to end; False returns the taskId at once.
     :param deferrable: Wait in the triggerer instead of holding a worker slot.
     :param poll_interval: Seconds between status polls (float allowed).
-    :param timeout: Seconds to wait for the task to end; an absolute deadline computed at the first attempt, so
-        neither a triggerer restart nor a re-deferral resets it. ``None`` waits without bound (``execution_timeout``
-        still applies, deferred included).
+    :param timeout: Seconds to wait for the task to end, counted from the start of each Airflow try; it becomes an
+        absolute deadline, so neither a triggerer restart nor the trip to the triggerer resets it. ``None`` waits
+        without bound (``execution_timeout`` still applies, deferred included).
     :param retry: Hook retry settings (JSON-native): ``max_attempts``, ``backoff_initial``, ``backoff_max``,
         ``max_wait_total``.
     :param request_timeout: Per-request HTTP timeout in seconds (overrides the connection's ``timeout`` extra).
@@ -149,8 +149,9 @@ class LiangxinCreateTaskOperator(BaseOperator):
         super().__init__(**kwargs)
         if not isinstance(poll_interval, int | float) or poll_interval <= 0:
             raise ValueError(f"{self.task_id}: poll_interval must be a number > 0, got {poll_interval!r}")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise ValueError(f"{self.task_id}: timeout must be a number > 0 or None, got {timeout!r}")
+        for name, value in (("timeout", timeout), ("request_timeout", request_timeout)):
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise ValueError(f"{self.task_id}: {name} must be a number > 0 or None, got {value!r}")
         RetryPolicy.from_kwargs(retry)  # fail at parse time, not mid-run
         self.model = model
         self.input = input
@@ -186,26 +187,20 @@ class LiangxinCreateTaskOperator(BaseOperator):
         except InputValidationError as exc:
             raise ValueError(f"{self.task_id}: {exc}") from None
 
-    def _deadlines(self, context: Context) -> tuple[float | None, float | None]:
-        now = time.time()
-        deadline = now + self.timeout if self.timeout is not None else None
-        execution_deadline = None
-        if self.execution_timeout is not None:
-            started = getattr(context.get("ti"), "start_date", None)
-            start = started.timestamp() if started is not None else now
-            execution_deadline = start + self.execution_timeout.total_seconds()
-        return deadline, execution_deadline
-
     # ------------------------------------------------------------------------------------------- execute
 
     def execute(self, context: Context) -> Any:
-        for warning in self._validate():
-            self.log.warning("%s", warning)
-        check_callback_url(self.callback_url)
-        if self.output_path:
-            from airflow_provider_liangxin.results import check_output_path
+        try:
+            for warning in self._validate():
+                self.log.warning("%s", warning)
+            check_callback_url(self.callback_url)
+            if self.output_path:
+                from airflow_provider_liangxin.results import check_output_path
 
-            check_output_path(self.output_path)
+                check_output_path(self.output_path)
+        except ValueError as exc:
+            # A retry renders the same input: fail once, without burning the retries.
+            raise AirflowFailException(str(exc)) from exc
 
         hook = self.hook
         try:
@@ -268,37 +263,33 @@ class LiangxinCreateTaskOperator(BaseOperator):
         context["ti"].xcom_push(key=XCOM_RESULT_URL, value=hook.task_status_url(task_id))
 
     def _defer(self, context: Context, task_id: str) -> None:
-        deadline, execution_deadline = self._deadlines(context)
-        ends = [d for d in (deadline, execution_deadline) if d is not None]
-        # The trigger enforces the deadlines and reports them as events; this framework timeout is only a
-        # backstop, late enough never to pre-empt the trigger's own, more useful, timeout event.
-        backstop = timedelta(seconds=min(ends) - time.time() + 2 * self.poll_interval + 60) if ends else None
+        deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
         self.log.info("Deferring: the triggerer polls LiangXin task %s every %g s", task_id, self.poll_interval)
         self.defer(
             trigger=LiangxinTaskTrigger(
                 liangxin_task_id=task_id,
                 liangxin_conn_id=self.liangxin_conn_id,
                 poll_interval=self.poll_interval,
-                deadline=deadline,
-                execution_deadline=execution_deadline,
+                deadline=deadlines.wait,
+                execution_deadline=deadlines.execution,
                 request_timeout=self.request_timeout,
                 retry=self.retry,
             ),
             method_name="execute_complete",
-            timeout=backstop,
+            timeout=deadlines.backstop(self.poll_interval),
         )
 
     def _poll(self, context: Context, hook: LiangxinHook, record: TaskRecord) -> TaskRecord:
         """Sync waiting on the worker; the same deadlines and event semantics as the trigger."""
-        deadline, execution_deadline = self._deadlines(context)
-        ends = [d for d in (deadline, execution_deadline) if d is not None]
+        deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
         last_state = record.state
         self.log.info("Waiting for LiangXin task %s (poll every %g s)", record.task_id, self.poll_interval)
         while not record.state.is_terminal:
             now = time.time()
-            if ends and now >= min(ends):
-                return record_from_event(make_event("timeout", record.task_id, "the operator's timeout has passed"))
-            time.sleep(min([self.poll_interval, *(e - now for e in ends)]))
+            reason = deadlines.passed(now)
+            if reason:
+                return record_from_event(make_event("timeout", record.task_id, reason))
+            time.sleep(deadlines.sleep_for(now, self.poll_interval))
             record = hook.get_task(record.task_id)
             if record.state is not last_state:
                 self.log.info("LiangXin task %s is %s", record.task_id, record.state.value)
@@ -322,6 +313,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
             stored = store_results(
                 result,
                 self.output_path,
+                verify_ssl=self.hook.settings.verify_ssl,
                 timeout=self.download_timeout,
                 max_bytes=self.max_download_bytes,
                 retry=self.retry,

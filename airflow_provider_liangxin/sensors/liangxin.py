@@ -7,16 +7,26 @@ resumes through the same event handling, so a LiangXin ``fail`` fails the sensor
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseSensorOperator, conf
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    conf,
+)
 
 from airflow_provider_liangxin._api import RetryPolicy
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
-from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger, event_for_record, record_from_event
+from airflow_provider_liangxin.triggers.liangxin import (
+    Deadlines,
+    LiangxinTaskFailedException,
+    LiangxinTaskTrigger,
+    event_for_record,
+    record_from_event,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -84,7 +94,7 @@ class LiangxinTaskSensor(BaseSensorOperator):
             return False
         try:
             record = record_from_event(event_for_record(record))
-        except AirflowException as exc:
+        except LiangxinTaskFailedException as exc:
             # A failed generation will not succeed by poking again: fail now (soft_fail turns this into a skip).
             raise AirflowFailException(str(exc)) from exc
         return PokeReturnValue(is_done=True, xcom_value=record.to_dict())
@@ -92,25 +102,42 @@ class LiangxinTaskSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        done = self.poke(context)
+        try:
+            done = self.poke(context)
+        except AirflowFailException as exc:
+            # The first check runs outside BaseSensorOperator.execute, so apply its soft_fail/never_fail here.
+            if self.soft_fail or getattr(self, "never_fail", False):
+                mode = "soft_fail" if self.soft_fail else "never_fail"
+                raise AirflowSkipException(f"Skipping ({mode}): {exc}") from exc
+            raise
         if done:
             return done.xcom_value if not isinstance(done, bool) else None
-        deadline = time.time() + float(self.timeout) if self.timeout is not None else None
+        deadlines = Deadlines.start(
+            context, float(self.timeout) if self.timeout is not None else None, self.execution_timeout
+        )
         self.defer(
             trigger=LiangxinTaskTrigger(
                 liangxin_task_id=self._task_id(),
                 liangxin_conn_id=self.liangxin_conn_id,
                 poll_interval=float(self.poke_interval),
-                deadline=deadline,
+                deadline=deadlines.wait,
+                execution_deadline=deadlines.execution,
                 request_timeout=self.request_timeout,
                 retry=self.retry,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout) + 2 * float(self.poke_interval) + 60)
-            if self.timeout is not None
-            else None,
+            timeout=deadlines.backstop(float(self.poke_interval)),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Same event handling as the operator; ``resume_execution`` maps the errors to soft_fail skips."""
-        return record_from_event(event).to_dict()
+        """The operator's event handling, with the sensor's exception types so both modes fail alike.
+
+        A LiangXin ``fail`` raises ``AirflowFailException`` (no retry can fix it) and a passed deadline raises
+        ``AirflowSensorTimeout``, as in poke mode; ``resume_execution`` turns both into skips under soft_fail.
+        """
+        if isinstance(event, Mapping) and event.get("status") == "timeout":
+            raise AirflowSensorTimeout(f"LiangXin task {event.get('task_id')}: {event.get('message')}")
+        try:
+            return record_from_event(event).to_dict()
+        except LiangxinTaskFailedException as exc:
+            raise AirflowFailException(str(exc)) from exc

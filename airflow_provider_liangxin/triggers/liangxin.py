@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from airflow.providers.common.compat.sdk import AirflowException
@@ -32,6 +34,58 @@ EVENT_STATUSES: frozenset[str] = frozenset({"success", "fail", "timeout", "error
 TRANSIENT_ERRORS = (LiangxinServerError, LiangxinRateLimitError, LiangxinTransportError)
 
 NO_CANCEL_NOTE = "The LiangXin API has no cancel endpoint: task {task_id} may still finish (and be billed) on LiangXin."
+
+
+class LiangxinTaskFailedException(AirflowException):
+    """The LiangXin task ended in ``fail``; ``fail_code`` and ``fail_msg`` are LiangXin's reasons."""
+
+    def __init__(self, task_id: str, fail_code: Any, fail_msg: Any) -> None:
+        self.task_id = task_id
+        self.fail_code = fail_code
+        self.fail_msg = fail_msg
+        super().__init__(f"LiangXin task {task_id} failed: failCode={fail_code!r} failMsg={fail_msg!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task_id, self.fail_code, self.fail_msg))
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Absolute epoch deadlines of one wait, shared by the trigger, the operator's sync poll and the sensor.
+
+    Epoch seconds (not monotonic clocks) so they survive the trip to the triggerer and a triggerer restart.
+    """
+
+    wait: float | None = None
+    execution: float | None = None
+
+    @classmethod
+    def start(cls, context: Mapping[str, Any], timeout: float | None, execution_timeout: timedelta | None) -> Deadlines:
+        """``timeout`` counts from now; ``execution_timeout`` from the try's start, as Airflow counts it."""
+        now = time.time()
+        execution = None
+        if execution_timeout is not None:
+            started = getattr(context.get("ti"), "start_date", None)
+            execution = (started.timestamp() if started is not None else now) + execution_timeout.total_seconds()
+        return cls(now + timeout if timeout is not None else None, execution)
+
+    def passed(self, now: float) -> str | None:
+        """Why the wait is over, or None."""
+        if self.execution is not None and now >= self.execution:
+            return "the task's execution_timeout has passed"
+        if self.wait is not None and now >= self.wait:
+            return "the wait timeout has passed"
+        return None
+
+    def sleep_for(self, now: float, poll_interval: float) -> float:
+        """The next poll's delay, never sleeping past a deadline."""
+        ends = [d - now for d in (self.wait, self.execution) if d is not None]
+        return max(0.0, min([poll_interval, *ends]))
+
+    def backstop(self, poll_interval: float) -> timedelta | None:
+        """``defer(timeout=)``: late enough never to pre-empt the trigger's own, more useful, timeout event."""
+        ends = [d for d in (self.wait, self.execution) if d is not None]
+        return timedelta(seconds=min(ends) - time.time() + 2 * poll_interval + 60) if ends else None
 
 
 def make_event(status: EventStatus, task_id: str, message: str, record: TaskRecord | None = None) -> dict[str, Any]:
@@ -64,10 +118,7 @@ def record_from_event(event: Any) -> TaskRecord:
         return record
     if status == "fail":
         record_data = event.get("record") or {}
-        raise AirflowException(
-            f"LiangXin task {task_id} failed: failCode={record_data.get('fail_code')!r} "
-            f"failMsg={record_data.get('fail_msg')!r}"
-        )
+        raise LiangxinTaskFailedException(task_id, record_data.get("fail_code"), record_data.get("fail_msg"))
     if status == "timeout":
         raise AirflowException(
             f"Gave up waiting for LiangXin task {task_id}: {message} {NO_CANCEL_NOTE.format(task_id=task_id)}"
@@ -139,17 +190,6 @@ class LiangxinTaskTrigger(BaseTrigger):
     def _hook(self) -> LiangxinHook:
         return LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
 
-    def _passed_deadline(self, now: float) -> str | None:
-        if self.execution_deadline is not None and now >= self.execution_deadline:
-            return "the task's execution_timeout has passed"
-        if self.deadline is not None and now >= self.deadline:
-            return "the operator's timeout has passed"
-        return None
-
-    def _next_sleep(self, now: float) -> float:
-        ends = [d - now for d in (self.deadline, self.execution_deadline) if d is not None]
-        return max(0.0, min([self.poll_interval, *ends]))
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         task_id = self.liangxin_task_id
         event: dict[str, Any] | None = None
@@ -164,6 +204,7 @@ class LiangxinTaskTrigger(BaseTrigger):
         task_id = self.liangxin_task_id
         failures = 0
         last_state = None
+        deadlines = Deadlines(self.deadline, self.execution_deadline)
         async with self._hook() as hook:
             self.log.info(
                 "LiangxinTaskTrigger: waiting for LiangXin task %s (poll every %g s)", task_id, self.poll_interval
@@ -186,10 +227,10 @@ class LiangxinTaskTrigger(BaseTrigger):
                         self.log.info("LiangXin task %s is %s", task_id, record.state.value)
                         last_state = record.state
                 now = time.time()
-                reason = self._passed_deadline(now)
+                reason = deadlines.passed(now)
                 if reason:
                     return make_event("timeout", task_id, reason)
-                await asyncio.sleep(self._next_sleep(now))
+                await asyncio.sleep(deadlines.sleep_for(now, self.poll_interval))
 
     async def on_kill(self) -> None:
         """Airflow 3.3+ calls this when a user marks the deferred task failed/success or clears it."""

@@ -98,6 +98,7 @@ class TestSettings:
                 "http://gw.local:8080"
             ),
             '{"conn_type":"liangxin","host":"https://gw/prefix","password":"k"}': "https://gw/prefix",
+            '{"conn_type":"liangxin","host":"https://gw/prefix","port":8443,"password":"k"}': "https://gw:8443/prefix",
         }
         for conn, expected in cases.items():
             monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", conn)
@@ -359,6 +360,12 @@ class TestTestConnection:
         assert good, message
         assert "API key was accepted" in message
         assert "/api/v1/jobs/recordInfo?taskId=airflow-connection-test-" in scripted_conn.requests[0].path
+
+    def test_bare_404_means_wrong_base_url_not_a_working_key(self, scripted_conn):
+        scripted_conn.script(Reply(404, b"<html>Not Found</html>", {"Content-Type": "text/html"}))
+        good, message = LiangxinHook().test_connection()
+        assert not good
+        assert "does not look like the LiangXin API" in message
 
     def test_401_means_it_does_not(self, scripted_conn):
         scripted_conn.script(Reply(401, {"error": {"message": "invalid token", "type": "new_api_error", "code": ""}}))

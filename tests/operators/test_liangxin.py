@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_liangxin.operators.liangxin import (
     STATE_KEY,
@@ -16,7 +16,7 @@ from airflow_provider_liangxin.operators.liangxin import (
     CreateTaskOperator,
     LiangxinCreateTaskOperator,
 )
-from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger, make_event
+from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskFailedException, LiangxinTaskTrigger, make_event
 from tests.conftest import api_calls
 from tests.support.airflow_context import FakeStateStore, FakeTI, make_context
 
@@ -60,7 +60,7 @@ class TestConstruction:
     def test_templated_input_is_validated_at_execute_without_any_request(self, sim_conn):
         op = operator(input={"prompt": "{{ params.prompt }}", "aspect_ratio": "17:9"})
         before = api_calls(sim_conn)
-        with pytest.raises(ValueError, match=r"aspect_ratio='17:9' is not allowed"):
+        with pytest.raises(AirflowFailException, match=r"aspect_ratio='17:9' is not allowed"):
             op.execute(make_context())
         assert api_calls(sim_conn) == before
 
@@ -97,14 +97,17 @@ class TestSyncMode:
 
     def test_failed_task_raises_with_fail_code_and_message(self, sim_conn):
         op = operator(input={"prompt": "a storm [sim:fail:422:upstream refused]"})
-        with pytest.raises(AirflowException, match="failCode='422' failMsg='upstream refused'"):
+        with pytest.raises(LiangxinTaskFailedException, match="failCode='422' failMsg='upstream refused'") as info:
             op.execute(make_context(FakeStateStore()))
+        assert (info.value.fail_code, info.value.fail_msg) == ("422", "upstream refused")
 
     def test_timeout_raises_naming_the_task(self, sim_conn):
         op = operator(input={"prompt": "forever [sim:never]"}, timeout=0.3)
         ti = FakeTI()
         started = time.monotonic()
-        with pytest.raises(AirflowException, match="Gave up waiting for LiangXin task task_seedream-v4-5_"):
+        with pytest.raises(
+            AirflowException, match=r"Gave up waiting for LiangXin task task_seedream-v4-5_.*wait timeout"
+        ):
             op.execute(make_context(FakeStateStore(), ti))
         assert time.monotonic() - started < 3
         assert ti.pushed_value(XCOM_TASK_ID)
@@ -120,6 +123,14 @@ class TestSyncMode:
     def test_api_error_surfaces_status_and_message(self, sim_conn):
         with pytest.raises(Exception, match="HTTP 403"):
             operator(input={"prompt": "x [sim:403]"}).execute(make_context())
+
+    def test_sync_poll_names_execution_timeout_when_it_is_the_one_that_passed(self, sim_conn):
+        from datetime import datetime
+
+        op = operator(input={"prompt": "forever [sim:never]"}, timeout=600, execution_timeout=timedelta(seconds=30))
+        ti = FakeTI(start_date=datetime.fromtimestamp(time.time() - 29.7, tz=UTC))
+        with pytest.raises(AirflowException, match="execution_timeout has passed"):
+            op.execute(make_context(FakeStateStore(), ti))
 
 
 class TestDeferrableMode:
@@ -272,7 +283,7 @@ class TestOutputPath:
         blocker = tmp_path / "a-file"
         blocker.write_text("not a folder")
         before = api_calls(sim_conn)
-        with pytest.raises(ValueError, match="a-file"):
+        with pytest.raises(AirflowFailException, match="a-file"):
             operator(output_path=str(blocker / "out")).execute(make_context())
         assert api_calls(sim_conn) == before
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, TaskDeferred
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
 
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.sensors.liangxin import LiangxinTaskSensor
@@ -80,6 +85,36 @@ def test_execute_complete_shares_the_operator_semantics(sim_conn):
         sensor("t1", deferrable=True).execute_complete(make_context(), make_event("fail", "t1", "x"))
     with pytest.raises(Exception, match="unknown event status"):
         sensor("t1", deferrable=True).execute_complete(make_context(), {"status": "weird"})
+
+
+def test_deferrable_precheck_respects_soft_fail(sim_conn):
+    task_id = create("x [sim:fail]")
+    time.sleep(0.5)
+    with pytest.raises(AirflowSkipException):
+        sensor(task_id, deferrable=True, soft_fail=True).execute(make_context())
+    with pytest.raises(AirflowFailException):
+        sensor(task_id, deferrable=True).execute(make_context())
+
+
+@pytest.mark.parametrize(
+    ("event", "exc"),
+    [
+        (make_event("fail", "t1", "x"), AirflowFailException),
+        (make_event("timeout", "t1", "the wait timeout has passed"), AirflowSensorTimeout),
+    ],
+)
+def test_deferred_outcomes_raise_the_same_types_as_poke_mode(sim_conn, event, exc):
+    with pytest.raises(exc, match="t1"):
+        sensor("t1", deferrable=True).execute_complete(make_context(), event)
+
+
+def test_deferrable_passes_execution_deadline(sim_conn):
+    from datetime import timedelta
+
+    task_id = create("forever [sim:never]")
+    with pytest.raises(TaskDeferred) as info:
+        sensor(task_id, deferrable=True, execution_timeout=timedelta(seconds=90)).execute(make_context())
+    assert info.value.trigger.serialize()[1]["execution_deadline"] == pytest.approx(time.time() + 90, abs=3)
 
 
 def test_soft_fail_applies_to_deferred_resume(sim_conn):

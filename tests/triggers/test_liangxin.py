@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 
 import pytest
 from airflow.providers.common.compat.module_loading import import_string
@@ -167,3 +168,29 @@ def test_error_event_raises_with_message():
 
 def _record_info_calls(stats: dict) -> int:
     return sum(stats["requests"].get("GET /api/v1/jobs/recordInfo", {}).values())
+
+
+class TestDeadlines:
+    def test_execution_deadline_counts_from_the_try_start(self):
+        from datetime import datetime, timedelta
+        from types import SimpleNamespace
+
+        from airflow_provider_liangxin.triggers.liangxin import Deadlines
+
+        started = datetime(2026, 1, 1, tzinfo=UTC)
+        deadlines = Deadlines.start({"ti": SimpleNamespace(start_date=started)}, 60, timedelta(minutes=5))
+        assert deadlines.execution == started.timestamp() + 300
+        assert deadlines.wait == pytest.approx(time.time() + 60, abs=1)
+        assert deadlines.passed(time.time()) == "the task's execution_timeout has passed"
+
+    def test_sleep_never_overshoots_and_backstop_trails_the_deadline(self):
+        from airflow_provider_liangxin.triggers.liangxin import Deadlines
+
+        now = time.time()
+        deadlines = Deadlines(wait=now + 2)
+        assert deadlines.sleep_for(now, 10) == pytest.approx(2)
+        assert deadlines.sleep_for(now, 0.5) == 0.5
+        assert deadlines.passed(now) is None
+        assert deadlines.passed(now + 2) == "the wait timeout has passed"
+        assert deadlines.backstop(5).total_seconds() == pytest.approx(2 + 10 + 60, abs=1)
+        assert Deadlines().backstop(5) is None
