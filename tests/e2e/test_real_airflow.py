@@ -246,3 +246,16 @@ def test_simulator_saw_no_failed_creates(stack, runs):
     assert creates["200"] == stats["task_count"] == sum(stats["created_per_model"].values())
     # single (1) + fail (1) + batch (6 + 3) + retry (1, despite two attempts)
     assert stats["task_count"] == 12
+
+
+def test_api_key_never_reaches_airflow_logs_or_xcom(stack, runs):
+    """Every task log, trigger log and component log of the module, and the result XComs, are free of the key."""
+    env, sim, _output = stack
+    for run in runs.values():
+        env.wait_for_run(*run, timeout=RUN_TIMEOUT)
+    files = [p for p in [*env.log_folder.rglob("*"), *env.component_logs.rglob("*")] if p.is_file()]
+    assert any(p.name.endswith(".trigger.1.log") or ".log.trigger." in p.name for p in files), "no trigger log read"
+    leaks = [str(p) for p in files if sim.api_key in p.read_text(errors="replace")]
+    assert leaks == [], f"API key found in {leaks}"
+    single = runs["single"]
+    assert sim.api_key not in json.dumps(env.xcom(*single, "generate_image"))
