@@ -225,12 +225,16 @@ class TaskRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-native dict: the shape of trigger events and of the operator's XCom result."""
+        """A JSON-native dict: the shape of trigger events and of the operator's XCom result.
+
+        ``data:`` URIs in ``param`` (base64 reference images, possibly megabytes) are summarised, so they are not
+        copied into the trigger event, XCom and every sidecar.
+        """
         return {
             "task_id": self.task_id,
             "model": self.model,
             "state": self.state.value,
-            "param": self.param,
+            "param": summarize_data_uris(self.param),
             "result_urls": list(self.result_urls),
             "fail_code": self.fail_code,
             "fail_msg": self.fail_msg,
@@ -258,6 +262,23 @@ class TaskRecord:
             cost_time=data.get("cost_time"),
             progress=data.get("progress"),
         )
+
+
+#: ``data:`` URIs longer than this are replaced by a summary in JSON-native records.
+DATA_URI_KEEP_CHARS = 128
+
+
+def summarize_data_uris(value: Any) -> Any:
+    """A copy of ``value`` with long ``data:`` URIs replaced by ``data:<type>;…(<n> chars)``."""
+    if isinstance(value, str):
+        if value.startswith("data:") and len(value) > DATA_URI_KEEP_CHARS:
+            return f"{value.split(',', 1)[0]},…({len(value)} chars)"
+        return value
+    if isinstance(value, Mapping):
+        return {k: summarize_data_uris(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [summarize_data_uris(v) for v in value]
+    return value
 
 
 def _optional_int(value: Any) -> int | None:

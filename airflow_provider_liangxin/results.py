@@ -252,7 +252,9 @@ def check_output_path(output_path: str) -> None:
                 fh.write(b"probe")
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
-    except Exception as exc:
+    except (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError, ValueError) as exc:
+        # Permanent: the same path fails the same way on a retry. Anything else (a storage 503, a network blip,
+        # an expired token) propagates as is, so Airflow's retries apply.
         raise ValueError(f"output_path {output_path!r} is not writable: {type(exc).__name__}: {exc}") from exc
 
 

@@ -69,6 +69,16 @@ class TestTaskRecord:
         again = TaskRecord.from_dict(json.loads(json.dumps(rec.to_dict())))
         assert again == rec
 
+    def test_long_data_uris_are_summarised_in_the_json_native_form(self):
+        image = "data:image/png;base64," + "A" * 5000
+        param = json.dumps(
+            {"model": "nano-banana-pro", "input": {"prompt": "x", "image_input": [image, "https://h/a.png"]}}
+        )
+        rec = TaskRecord.from_api(record(state="success", param=param))
+        assert rec.param["input"]["image_input"][0] == image  # the parsed record stays faithful
+        summary = rec.to_dict()["param"]["input"]["image_input"]
+        assert summary == ["data:image/png;base64,…(5022 chars)", "https://h/a.png"]
+
     def test_success_without_urls_is_an_error(self):
         with pytest.raises(LiangxinResponseError, match="no resultUrls"):
             TaskRecord.from_api(record(state="success", resultJson="{}"))

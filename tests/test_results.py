@@ -366,3 +366,15 @@ def test_check_output_path_on_memory_leaves_no_probe(memory_root):
     check_output_path(f"{memory_root}/out")
     fs = fsspec.filesystem("memory")
     assert not [p for p in fs.find(memory_root) if ".liangxin-probe" in p]
+
+
+def test_transient_storage_error_is_not_turned_into_a_permanent_one(tmp_path, monkeypatch):
+    """A network blip while probing must propagate (Airflow retries it), not become a ValueError (fail at once)."""
+    from airflow_provider_liangxin import results
+
+    def flaky_open(*args, **kwargs):
+        raise ConnectionResetError("storage went away")
+
+    monkeypatch.setattr(results, "open", flaky_open, raising=False)
+    with pytest.raises(ConnectionResetError):
+        results.check_output_path(str(tmp_path / "out"))

@@ -67,10 +67,9 @@ def user_agent() -> str:
 @functools.cache
 def shared_ssl_context() -> ssl.SSLContext:
     """One verifying TLS context per process for the sync path: building one loads the CA bundle (~40 ms CPU,
-    ~0.8 MB), so no client may build its own. (The async path uses aiohttp's, built at its import.)"""
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
+    ~0.8 MB), so no client may build its own. httpx's builder honours ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (else
+    certifi); the async path uses aiohttp's context, built at its import, which honours them too."""
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,12 @@ class ConnectionSettings:
         api_key = (conn.password or "").strip()
         if not api_key:
             raise LiangxinConfigError(f"Airflow connection {conn_id!r} has no password: set it to the API key")
+        if not (api_key.isascii() and api_key.isprintable()):
+            # Never echo it: a key with a line break would otherwise surface (unmasked) in an HTTP library error.
+            raise LiangxinConfigError(
+                f"Airflow connection {conn_id!r}: the API key contains spaces, line breaks or non-ASCII characters; "
+                "paste it again as one line"
+            )
         if "://" not in host:
             scheme = (conn.schema or "").lower() if (conn.schema or "").lower() in ("http", "https") else "https"
             host = f"{scheme}://{host}"
@@ -175,7 +180,9 @@ class _SessionPool:
             # ssl=True selects aiohttp's default verifying context, built once when aiohttp is imported: building
             # our own here would cost ~40 ms of CPU inside the triggerer's event loop on first use.
             connector = aiohttp.TCPConnector(limit=ASYNC_CONNECTION_LIMIT, ssl=verify_ssl, enable_cleanup_closed=False)
-            session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            # trust_env: honour HTTP(S)_PROXY/NO_PROXY like the sync (httpx) path, so workers and triggerer reach
+            # the API the same way.
+            session = aiohttp.ClientSession(connector=connector, raise_for_status=False, trust_env=True)
             users = 0
         per_loop[verify_ssl] = (session, users + 1)
         return session
@@ -319,6 +326,13 @@ class LiangxinHook(BaseHook):
             raise LiangxinTimeoutError(
                 f"LiangXin {request.operation}: no answer within {self.settings.timeout:g} s ({type(exc).__name__})"
             ) from exc
+        except httpx.LocalProtocolError as exc:
+            # The request could not even be built (an illegal header value): not retryable, and the message
+            # (which may quote the Authorization header) is not echoed.
+            raise LiangxinConfigError(
+                f"LiangXin {request.operation}: the request could not be built ({type(exc).__name__}); "
+                f"check the API key and host of connection {self.liangxin_conn_id!r}"
+            ) from None
         except httpx.TransportError as exc:
             raise LiangxinTransportError(f"LiangXin {request.operation}: {type(exc).__name__}: {exc}") from exc
         return parse_response(request, response.status_code, response.headers, response.content)
@@ -350,8 +364,9 @@ class LiangxinHook(BaseHook):
         try:
             probe.get_task(f"airflow-connection-test-{uuid.uuid4().hex}")
         except LiangxinTaskNotFoundError as exc:
-            if exc.api_code is None:
-                # A bare 404 (no LiangXin envelope) means a wrong base URL, not a working key.
+            if str(exc.api_code) != "404":
+                # LiangXin answers an unknown task with {"code":404,...}; any other 404 (an HTML page, a gateway's
+                # "Invalid URL") means a wrong base URL, not a working key.
                 return False, f"{probe.settings.base_url} does not look like the LiangXin API: {exc}"
             return True, f"Connection to LiangXin at {probe.settings.base_url} works: the API key was accepted"
         except LiangxinAuthError as exc:

@@ -11,6 +11,7 @@ returns its result if it succeeded) and only creates a new one if it failed or i
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,8 @@ class LiangxinCreateTaskOperator(BaseOperator):
         scheduled on new images. Needs a literal (untemplated) ``output_path``; the asset event's ``extra``
         lists the stored files.
     :param strict: Reject models this provider does not know (by default they pass through with a warning).
+    :param validate: Check ``input`` against the model's documented schema before sending it. Turn off only when
+        LiangXin accepts a field this provider version does not know yet.
 
     XCom: ``task_id`` holds the LiangXin taskId as soon as it exists; ``return_value`` holds the result dict
     (``task_id``, ``model``, ``state``, ``result_urls``, ``fail_code``, ``fail_msg``, times, and ``stored``
@@ -141,6 +144,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         max_download_bytes: int = 200 * 1024 * 1024,
         output_asset: bool = False,
         strict: bool = False,
+        validate: bool = True,
         **kwargs: Any,
     ) -> None:
         self.output_asset_ref = _output_asset(output_path) if output_asset else None
@@ -152,7 +156,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         for name, value in (("timeout", timeout), ("request_timeout", request_timeout)):
             if value is not None and (not isinstance(value, int | float) or value <= 0):
                 raise ValueError(f"{self.task_id}: {name} must be a number > 0 or None, got {value!r}")
-        RetryPolicy.from_kwargs(retry)  # fail at parse time, not mid-run
+        retry = RetryPolicy.from_kwargs(retry).to_dict() if retry is not None else None  # fail at parse time
         self.model = model
         self.input = input
         self.liangxin_conn_id = liangxin_conn_id
@@ -167,10 +171,13 @@ class LiangxinCreateTaskOperator(BaseOperator):
         self.download_timeout = download_timeout
         self.max_download_bytes = max_download_bytes
         self.strict = strict
+        self.validate = validate
         if not wait_for_completion and deferrable:
             self.log.debug("%s: deferrable has no effect when wait_for_completion=False", self.task_id)
-        # A typo in a literal input fails the DAG import, long before anything is paid for.
-        if not _has_template(model) and not _has_template(input):
+        # A typo in a literal input fails the DAG import, long before anything is paid for. (Not when Airflow
+        # unmaps a mapped task at run time: execute() validates then, failing once instead of per retry.)
+        from_mapped = getattr(self, "_BaseOperator__from_mapped", False)
+        if not from_mapped and not _has_template(model) and not _has_template(input):
             self._validate()
         if callback_url and not _has_template(callback_url):
             check_callback_url(callback_url)
@@ -182,6 +189,8 @@ class LiangxinCreateTaskOperator(BaseOperator):
         return LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
 
     def _validate(self) -> list[str]:
+        if not self.validate:
+            return []
         try:
             return validate_input(self.model, self.input, strict=self.strict)
         except InputValidationError as exc:
@@ -236,6 +245,13 @@ class LiangxinCreateTaskOperator(BaseOperator):
         except LiangxinTaskNotFoundError:
             self.log.warning("Earlier LiangXin task %s is unknown to LiangXin; creating a new one", previous)
             return None
+        if not self._same_request(record):
+            self.log.warning(
+                "Earlier LiangXin task %s was made for a different request (model or input changed since); "
+                "creating a new one",
+                previous,
+            )
+            return None
         if record.state.is_success or not record.state.is_terminal:
             self.log.info(
                 "Resuming LiangXin task %s from an earlier attempt (state %s) instead of creating a new one",
@@ -248,6 +264,14 @@ class LiangxinCreateTaskOperator(BaseOperator):
             "Earlier LiangXin task %s failed (%s: %s); creating a new one", previous, record.fail_code, record.fail_msg
         )
         return None
+
+    def _same_request(self, record: TaskRecord) -> bool:
+        """Does the stored task answer *this* rendered request? A clear after editing the prompt, or a mapped
+        index now pointing at another item, must not return an image made for something else."""
+        if not record.param:
+            return True  # nothing echoed to compare: trust the task instance's own state store
+        wanted = json.loads(json.dumps({"model": self.model, "input": dict(self.input)}, default=str))
+        return record.param.get("model") == wanted["model"] and record.param.get("input") == wanted["input"]
 
     def _remember(self, context: Context, task_id: str, hook: LiangxinHook) -> None:
         store = context.get("task_state_store")

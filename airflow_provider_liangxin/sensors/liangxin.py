@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_liangxin._api import RetryPolicy
+from airflow_provider_liangxin._api import LiangxinError, RetryPolicy
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.triggers.liangxin import (
     Deadlines,
@@ -61,11 +61,11 @@ class LiangxinTaskSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        RetryPolicy.from_kwargs(retry)
+        retry = RetryPolicy.from_kwargs(retry).to_dict() if retry is not None else None
         self.liangxin_task_id = liangxin_task_id
         self.liangxin_conn_id = liangxin_conn_id
         self.deferrable = deferrable
-        self.retry = dict(retry) if retry is not None else None
+        self.retry = retry
         self.request_timeout = request_timeout
 
     @property
@@ -137,6 +137,10 @@ class LiangxinTaskSensor(BaseSensorOperator):
         """
         if isinstance(event, Mapping) and event.get("status") == "timeout":
             raise AirflowSensorTimeout(f"LiangXin task {event.get('task_id')}: {event.get('message')}")
+        if isinstance(event, Mapping) and event.get("status") == "error":
+            # Not an AirflowException: an API error fails (and retries) the sensor as in poke mode, where
+            # soft_fail does not apply to it either.
+            raise LiangxinError(f"Error while waiting for LiangXin task {event.get('task_id')}: {event.get('message')}")
         try:
             return record_from_event(event).to_dict()
         except LiangxinTaskFailedException as exc:

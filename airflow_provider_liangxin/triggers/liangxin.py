@@ -23,6 +23,7 @@ from airflow_provider_liangxin._api import (
     LiangxinRateLimitError,
     LiangxinServerError,
     LiangxinTransportError,
+    RetryPolicy,
     TaskRecord,
 )
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
@@ -76,6 +77,11 @@ class Deadlines:
         if self.wait is not None and now >= self.wait:
             return "the wait timeout has passed"
         return None
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds to the nearest deadline (None: no deadline)."""
+        ends = [d - now for d in (self.wait, self.execution) if d is not None]
+        return max(0.0, min(ends)) if ends else None
 
     def sleep_for(self, now: float, poll_interval: float) -> float:
         """The next poll's delay, never sleeping past a deadline."""
@@ -169,7 +175,7 @@ class LiangxinTaskTrigger(BaseTrigger):
         self.deadline = deadline
         self.execution_deadline = execution_deadline
         self.request_timeout = request_timeout
-        self.retry = dict(retry) if retry is not None else None
+        self.retry = RetryPolicy.from_kwargs(retry).to_dict() if retry is not None else None
         self.max_consecutive_errors = max(1, int(max_consecutive_errors))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -211,7 +217,12 @@ class LiangxinTaskTrigger(BaseTrigger):
             )
             while True:
                 try:
-                    record = await hook.aget_task(task_id)
+                    # A poll (with the hook's retries) never runs past a deadline: the trigger, not Airflow's
+                    # backstop deferral timeout, must be the one to report it.
+                    async with asyncio.timeout(deadlines.remaining(time.time())):
+                        record = await hook.aget_task(task_id)
+                except TimeoutError:
+                    return make_event("timeout", task_id, deadlines.passed(time.time()) or "a deadline passed")
                 except TRANSIENT_ERRORS as exc:
                     failures += 1
                     if failures >= self.max_consecutive_errors:

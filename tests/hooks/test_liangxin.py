@@ -9,7 +9,6 @@ import logging
 import socket
 import time
 
-import httpx
 import pytest
 import respx
 
@@ -124,6 +123,28 @@ class TestSettings:
         monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json("http://h", **extra))
         with pytest.raises(LiangxinConfigError, match=message):
             LiangxinHook().settings  # noqa: B018
+
+    @pytest.mark.parametrize("mode", MODES)
+    def test_key_with_a_line_break_is_rejected_without_echoing_it(self, monkeypatch, mode, scripted_server):
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json(scripted_server.base_url, "sk-SECRET1\nSECRET2")
+        )
+        with pytest.raises(LiangxinConfigError, match="paste it again as one line") as info:
+            run(mode, LiangxinHook(), "get_task", "t1")
+        assert "SECRET" not in str(info.value)
+        assert scripted_server.requests == []
+
+    @pytest.mark.parametrize("mode", MODES)
+    def test_both_paths_honour_proxy_environment(self, sim_conn, monkeypatch, mode):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            dead_proxy = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, dead_proxy)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        with pytest.raises(LiangxinConnectError):
+            run(mode, LiangxinHook(retry={"max_attempts": 1}), "get_task", "task_x_1")
 
     def test_key_never_in_reprs(self, scripted_conn):
         hook = LiangxinHook()
@@ -367,6 +388,13 @@ class TestTestConnection:
         assert not good
         assert "does not look like the LiangXin API" in message
 
+    def test_gateway_404_for_an_unknown_route_is_not_a_working_key(self, scripted_conn):
+        body = {"error": {"message": "Invalid URL (GET /api/v1/jobs/recordInfo)", "type": "invalid_request_error"}}
+        scripted_conn.script(Reply(404, body))
+        good, message = LiangxinHook().test_connection()
+        assert not good
+        assert "does not look like the LiangXin API" in message
+
     def test_401_means_it_does_not(self, scripted_conn):
         scripted_conn.script(Reply(401, {"error": {"message": "invalid token", "type": "new_api_error", "code": ""}}))
         good, message = LiangxinHook().test_connection()
@@ -424,24 +452,25 @@ class TestAsyncPath:
         with pytest.raises(LiangxinConfigError, match="async with hook"):
             await hook.aget_task("t")
 
-    def test_no_ssl_context_per_hook(self, scripted_conn, monkeypatch):
+    def test_no_ssl_context_per_hook(self, monkeypatch):
         import ssl
 
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json(f"https://127.0.0.1:{port}"))
         created = []
-        real = ssl.create_default_context
-        monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: created.append(1) or real(*a, **k))
+        real_init = ssl.SSLContext.__new__
+        monkeypatch.setattr(
+            ssl.SSLContext, "__new__", lambda cls, *a, **k: created.append(1) or real_init(cls, *a, **k)
+        )
         hook_module.shared_ssl_context.cache_clear()
 
         async def many():
             for _ in range(20):
-                scripted_conn.script(ok(record()))
-                async with LiangxinHook() as hook:
-                    await hook.aget_task("t")
+                async with LiangxinHook(retry={"max_attempts": 1}) as hook:
+                    with pytest.raises(LiangxinConnectError):
+                        await hook.aget_task("t")
 
         asyncio.run(many())
         assert created == [], "the async path built an SSL context of its own"
-
-
-def test_httpx_mock_transport_unused_guard():
-    # respx patches httpx globally only inside its context manager; a plain client is untouched afterwards.
-    assert isinstance(httpx.Client()._transport, httpx.HTTPTransport)

@@ -77,6 +77,24 @@ class TestConstruction:
         with pytest.raises(ValueError, match=message):
             operator(**kwargs)
 
+    def test_validate_false_sends_what_the_schema_does_not_know(self, sim_conn):
+        op = operator(input={"prompt": "x", "style_preset": "anime"}, validate=False)
+        before = api_calls(sim_conn)
+        with pytest.raises(Exception, match="HTTP 400"):  # the simulator (like LiangXin) still judges it
+            op.execute(make_context())
+        assert api_calls(sim_conn) == before + 1
+
+    def test_mapped_task_validates_at_execute_and_fails_once(self, sim_conn):
+        op = operator(input={"prompt": "x", "aspect_ratio": "17:9"}, _airflow_from_mapped=True)
+        with pytest.raises(AirflowFailException, match="aspect_ratio"):
+            op.execute(make_context())
+
+    def test_retry_policy_object_is_accepted(self):
+        from airflow_provider_liangxin._api import RetryPolicy
+
+        op = operator(retry=RetryPolicy(max_attempts=2))
+        assert op.retry == {"max_attempts": 2, "backoff_initial": 1.0, "backoff_max": 30.0, "max_wait_total": 120.0}
+
     def test_unknown_model_passes_with_warning_unless_strict(self):
         operator(model="brand-new-model", input={"anything": 1})
         with pytest.raises(ValueError, match="brand-new-model"):
@@ -226,6 +244,16 @@ class TestRetryResumes:
         result = operator().execute(make_context(store))
         assert creates(sim_conn) == created + 1
         assert store.data[STATE_KEY] == result["task_id"]
+
+    def test_stored_task_for_another_request_is_not_reused(self, sim_conn):
+        instant(sim_conn)
+        store = FakeStateStore()
+        first = operator().execute(make_context(store))
+        created = creates(sim_conn)
+        edited = operator(model="z-image", input={"prompt": "a dog"}).execute(make_context(store))
+        assert creates(sim_conn) == created + 1
+        assert edited["task_id"] != first["task_id"]
+        assert edited["param"] == {"model": "z-image", "input": {"prompt": "a dog"}}
 
     def test_retry_with_unknown_stored_task_creates_a_new_one(self, sim_conn):
         store = FakeStateStore()

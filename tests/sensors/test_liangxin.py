@@ -108,6 +108,14 @@ def test_deferred_outcomes_raise_the_same_types_as_poke_mode(sim_conn, event, ex
         sensor("t1", deferrable=True).execute_complete(make_context(), event)
 
 
+def test_deferred_api_error_fails_like_poke_mode_even_with_soft_fail(sim_conn):
+    from airflow_provider_liangxin._api import LiangxinError
+
+    s = sensor("t1", deferrable=True, soft_fail=True)
+    with pytest.raises(LiangxinError, match="invalid token"):
+        s.resume_execution("execute_complete", {"event": make_event("error", "t1", "invalid token")}, make_context())
+
+
 def test_deferrable_passes_execution_deadline(sim_conn):
     from datetime import timedelta
 

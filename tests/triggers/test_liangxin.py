@@ -109,6 +109,16 @@ async def test_execution_deadline_is_honoured(sim_conn):
     assert time.monotonic() - started < 2, "slept a whole poll interval past the deadline"
 
 
+async def test_a_slow_poll_cannot_run_past_the_deadline(sim_conn):
+    task_id = create()
+    sim_conn.set_faults({"slow_rate": 1.0, "slow_seconds": 5})
+    started = time.monotonic()
+    trigger = LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 0.5, request_timeout=30)
+    (event,) = await events_of(trigger)
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 2.5
+
+
 async def test_unknown_task_is_an_error_event_not_an_exception(sim_conn):
     (event,) = await events_of(LiangxinTaskTrigger("task_nope_1", poll_interval=0.05, retry=FAST))
     assert event["status"] == "error"
