@@ -21,6 +21,7 @@ from airflow_provider_liangxin._api import (
     LiangxinForbiddenError,
     LiangxinRateLimitError,
     LiangxinServerError,
+    LiangxinTaskNotFoundError,
     LiangxinTimeoutError,
     TaskState,
 )
@@ -445,6 +446,35 @@ class TestAsyncPath:
             assert not session.closed
         assert session.closed
         assert SESSION_POOL.users(verify_ssl=True) == 0
+
+    async def test_netrc_entry_for_the_api_host_does_not_break_requests(self, sim_conn, tmp_path, monkeypatch):
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine 127.0.0.1 login someone password something\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        async with LiangxinHook() as hook:
+            with pytest.raises(LiangxinTaskNotFoundError):  # a real answer from the simulator, not a client error
+                await hook.aget_task("task_nope_1")
+
+    async def test_a_successful_poll_leaves_no_cyclic_garbage(self, sim_conn):
+        """Cyclic garbage per poll drives full GCs of the triggerer's heap (loop stalls): the happy path has none."""
+        import gc
+
+        task_id = LiangxinHook().create_task("z-image", {"prompt": "gc probe"})
+        async with LiangxinHook() as hook:
+            await hook.aget_task(task_id)
+            gc.collect()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                for _ in range(50):
+                    await hook.aget_task(task_id)
+                gc.collect()
+                garbage = [type(o).__qualname__ for o in gc.garbage]
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+        assert not [name for name in garbage if "Retry" in name or "Attempt" in name], garbage[:20]
+        assert len(garbage) < 50, garbage[:20]
 
     async def test_call_outside_context_is_a_clear_error(self, scripted_conn):
         hook = LiangxinHook()
