@@ -469,12 +469,16 @@ class TestAsyncPath:
                 for _ in range(50):
                     await hook.aget_task(task_id)
                 gc.collect()
-                garbage = [type(o).__qualname__ for o in gc.garbage]
+                # Only what the provider's call path can create: the process also holds the in-process simulator.
+                ours = [
+                    f"{type(o).__module__}.{type(o).__qualname__}"
+                    for o in gc.garbage
+                    if type(o).__module__.startswith(("tenacity", "airflow_provider_liangxin"))
+                ]
             finally:
                 gc.set_debug(0)
                 gc.garbage.clear()
-        assert not [name for name in garbage if "Retry" in name or "Attempt" in name], garbage[:20]
-        assert len(garbage) < 50, garbage[:20]
+        assert ours == [], ours[:20]
 
     async def test_call_outside_context_is_a_clear_error(self, scripted_conn):
         hook = LiangxinHook()
