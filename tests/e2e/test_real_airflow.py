@@ -133,6 +133,10 @@ def test_seedream_single_defers_and_stores_a_png(stack, runs):
     assert json.loads(local_path(result["stored"][0]["sidecar"]).read_text())
     assert str(image) in env.task_log(SINGLE, run_id, "report_image")
 
+    # The "LiangXin result" extra link, as the UI gets it, points at the stored image.
+    links = env.get(f"/dags/{SINGLE}/dagRuns/{run_id}/taskInstances/generate_image/links")
+    assert links["extra_links"]["LiangXin result"] == result["stored"][0]["path"]
+
 
 def test_content_batch_one_create_per_mapped_task(stack, runs):
     env, sim, output = stack
@@ -182,6 +186,16 @@ def test_content_batch_one_create_per_mapped_task(stack, runs):
     assert Counter(img["variant"] for img in manifest["images"]) == {"operator": 6, "sensor": 3}
     for img in manifest["images"]:
         assert_png(local_path(img["path"]))
+
+
+def test_failed_generation_still_links_its_liangxin_task(stack, runs):
+    """A failed task's link names the LiangXin task (its recordInfo URL), pushed right after createTask."""
+    env, sim, _output = stack
+    dag_id, run_id = runs["fail"]
+    env.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    liangxin_task_id = env.xcom(dag_id, run_id, "generate_image", key="task_id")
+    links = env.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/generate_image/links")
+    assert links["extra_links"]["LiangXin result"] == f"{sim.base_url}/api/v1/jobs/recordInfo?taskId={liangxin_task_id}"
 
 
 def test_failed_generation_fails_the_task_with_the_fail_message(stack, runs):
