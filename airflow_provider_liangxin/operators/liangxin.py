@@ -165,7 +165,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout) if timeout is not None else None
-        self.retry = dict(retry) if retry is not None else None
+        self.retry = retry
         self.request_timeout = request_timeout
         self.output_path = output_path
         self.download_timeout = download_timeout
@@ -224,10 +224,10 @@ class LiangxinCreateTaskOperator(BaseOperator):
             elif not self.wait_for_completion:
                 return record.task_id
             if record.state.is_terminal:
-                return self._complete(context, record_from_event(event_for_record(record)))
+                return self._complete(context, record_from_event(event_for_record(record)), hook)
             if self.deferrable:
                 self._defer(context, record.task_id)
-            return self._complete(context, self._poll(context, hook, record))
+            return self._complete(context, self._poll(context, hook, record), hook)
         finally:
             hook.close()
 
@@ -322,9 +322,14 @@ class LiangxinCreateTaskOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: validate the event, then finish like the sync path."""
-        return self._complete(context, record_from_event(event))
+        record = record_from_event(event)
+        hook = self.hook
+        try:
+            return self._complete(context, record, hook)
+        finally:
+            hook.close()
 
-    def _complete(self, context: Context, record: TaskRecord) -> dict[str, Any]:
+    def _complete(self, context: Context, record: TaskRecord, hook: LiangxinHook) -> dict[str, Any]:
         from airflow_provider_liangxin.results import redact_url
 
         result = record.to_dict()
@@ -337,7 +342,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
             stored = store_results(
                 result,
                 self.output_path,
-                verify_ssl=self.hook.settings.verify_ssl,
+                verify_ssl=hook.settings.verify_ssl,
                 timeout=self.download_timeout,
                 max_bytes=self.max_download_bytes,
                 retry=self.retry,
