@@ -14,26 +14,26 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, BaseOperatorLink, XCom, conf
 
-from airflow_provider_liangxin._api import (
-    LiangxinTaskNotFoundError,
-    RetryPolicy,
-    TaskRecord,
+from airflow_provider_liangxin._api import LiangxinTaskNotFoundError, TaskRecord
+from airflow_provider_liangxin.events import (
+    DEFAULT_MAX_ERROR_DURATION,
+    NO_CANCEL_NOTE,
+    Deadlines,
+    check_number,
+    normalize_retry,
+    record_from_event,
+    settle_record,
+    timed_out,
 )
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.models import InputValidationError, validate_input
-from airflow_provider_liangxin.triggers.liangxin import (
-    NO_CANCEL_NOTE,
-    Deadlines,
-    LiangxinTaskTrigger,
-    event_for_record,
-    make_event,
-    record_from_event,
-)
+from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -105,6 +105,8 @@ class LiangxinCreateTaskOperator(BaseOperator):
     :param retry: Hook retry settings (JSON-native): ``max_attempts``, ``backoff_initial``, ``backoff_max``,
         ``max_wait_total``.
     :param request_timeout: Per-request HTTP timeout in seconds (overrides the connection's ``timeout`` extra).
+    :param max_error_duration: Seconds that transient poll errors (5xx, 429, network; each poll already retried
+        by the hook) may last in a row before the wait fails; 0 fails on the first one.
     :param output_path: Where to store the results (any ObjectStoragePath/fsspec URL or local path); the
         result then lists the stored files. (templated)
     :param download_timeout: Per-step (connect/read) timeout in seconds when downloading results.
@@ -139,6 +141,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         timeout: float | None = 3600.0,
         retry: Mapping[str, Any] | None = None,
         request_timeout: float | None = None,
+        max_error_duration: float = DEFAULT_MAX_ERROR_DURATION,
         output_path: str | None = None,
         download_timeout: float = 60.0,
         max_download_bytes: int = 200 * 1024 * 1024,
@@ -151,25 +154,22 @@ class LiangxinCreateTaskOperator(BaseOperator):
         if self.output_asset_ref is not None:
             kwargs["outlets"] = [*(kwargs.get("outlets") or []), self.output_asset_ref]
         super().__init__(**kwargs)
-        if not isinstance(poll_interval, int | float) or poll_interval <= 0:
-            raise ValueError(f"{self.task_id}: poll_interval must be a number > 0, got {poll_interval!r}")
-        for name, value in (("timeout", timeout), ("request_timeout", request_timeout)):
-            if value is not None and (not isinstance(value, int | float) or value <= 0):
-                raise ValueError(f"{self.task_id}: {name} must be a number > 0 or None, got {value!r}")
-        retry = RetryPolicy.from_kwargs(retry).to_dict() if retry is not None else None  # fail at parse time
+        owner = self.task_id
         self.model = model
         self.input = input
         self.liangxin_conn_id = liangxin_conn_id
         self.callback_url = callback_url
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = float(poll_interval)
-        self.timeout = float(timeout) if timeout is not None else None
-        self.retry = retry
-        self.request_timeout = request_timeout
+        # Checked here, where the DAG is parsed: a NaN or inf found later would surface after the paid createTask.
+        self.poll_interval = check_number("poll_interval", poll_interval, owner=owner)
+        self.timeout = check_number("timeout", timeout, owner=owner, optional=True)
+        self.retry = normalize_retry(retry, owner=owner)
+        self.request_timeout = check_number("request_timeout", request_timeout, owner=owner, optional=True)
+        self.max_error_duration = check_number("max_error_duration", max_error_duration, owner=owner, zero=True)
         self.output_path = output_path
-        self.download_timeout = download_timeout
-        self.max_download_bytes = max_download_bytes
+        self.download_timeout = check_number("download_timeout", download_timeout, owner=owner)
+        self.max_download_bytes = check_number("max_download_bytes", max_download_bytes, owner=owner, integer=True)
         self.strict = strict
         self.validate = validate
         if not wait_for_completion and deferrable:
@@ -184,8 +184,9 @@ class LiangxinCreateTaskOperator(BaseOperator):
 
     # ------------------------------------------------------------------------------------------- helpers
 
-    @property
+    @cached_property
     def hook(self) -> LiangxinHook:
+        """One hook per operator instance (its sync client is reopened after ``close()`` if used again)."""
         return LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
 
     def _validate(self) -> list[str]:
@@ -224,7 +225,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
             elif not self.wait_for_completion:
                 return record.task_id
             if record.state.is_terminal:
-                return self._complete(context, record_from_event(event_for_record(record)), hook)
+                return self._complete(context, settle_record(record), hook)
             if self.deferrable:
                 self._defer(context, record.task_id)
             return self._complete(context, self._poll(context, hook, record), hook)
@@ -290,14 +291,14 @@ class LiangxinCreateTaskOperator(BaseOperator):
         deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
         self.log.info("Deferring: the triggerer polls LiangXin task %s every %g s", task_id, self.poll_interval)
         self.defer(
-            trigger=LiangxinTaskTrigger(
-                liangxin_task_id=task_id,
+            trigger=LiangxinTaskTrigger.for_wait(
+                task_id,
+                deadlines,
                 liangxin_conn_id=self.liangxin_conn_id,
                 poll_interval=self.poll_interval,
-                deadline=deadlines.wait,
-                execution_deadline=deadlines.execution,
                 request_timeout=self.request_timeout,
                 retry=self.retry,
+                max_error_duration=self.max_error_duration,
             ),
             method_name="execute_complete",
             timeout=deadlines.backstop(self.poll_interval),
@@ -312,13 +313,13 @@ class LiangxinCreateTaskOperator(BaseOperator):
             now = time.time()
             reason = deadlines.passed(now)
             if reason:
-                return record_from_event(make_event("timeout", record.task_id, reason))
+                timed_out(record.task_id, reason)
             time.sleep(deadlines.sleep_for(now, self.poll_interval))
             record = hook.get_task(record.task_id)
             if record.state is not last_state:
                 self.log.info("LiangXin task %s is %s", record.task_id, record.state.value)
                 last_state = record.state
-        return record_from_event(event_for_record(record))
+        return settle_record(record)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: validate the event, then finish like the sync path."""

@@ -9,6 +9,7 @@ from datetime import UTC, timedelta
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
+from airflow_provider_liangxin.events import LiangxinTaskFailedException, LiangxinTaskWaitException, make_event
 from airflow_provider_liangxin.operators.liangxin import (
     STATE_KEY,
     XCOM_RESULT_URL,
@@ -16,7 +17,7 @@ from airflow_provider_liangxin.operators.liangxin import (
     CreateTaskOperator,
     LiangxinCreateTaskOperator,
 )
-from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskFailedException, LiangxinTaskTrigger, make_event
+from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
 from tests.conftest import api_calls
 from tests.support.airflow_context import FakeStateStore, FakeTI, make_context
 
@@ -194,17 +195,17 @@ class TestDeferrableMode:
         assert ti.pushed_value(XCOM_RESULT_URL) == hook_result["result_urls"][0]
 
     @pytest.mark.parametrize(
-        ("event", "message"),
+        ("event", "exc", "message"),
         [
-            (None, "no usable event"),
-            ({"status": "cancelled", "task_id": "t"}, "unknown event status 'cancelled'"),
-            (make_event("fail", "t1", "x", None), "LiangXin task t1 failed"),
-            (make_event("timeout", "t1", "the operator's timeout has passed"), "no cancel endpoint"),
-            (make_event("error", "t1", "HTTP 401 invalid token"), "invalid token"),
+            (None, AirflowException, "no usable event"),
+            ({"status": "cancelled", "task_id": "t"}, AirflowException, "unknown event status 'cancelled'"),
+            (make_event("fail", "t1", "x", None), LiangxinTaskFailedException, "LiangXin task t1 failed"),
+            (make_event("timeout", "t1", "the operator's timeout has passed"), AirflowException, "no cancel endpoint"),
+            (make_event("error", "t1", "HTTP 401 invalid token"), LiangxinTaskWaitException, "invalid token"),
         ],
     )
-    def test_execute_complete_failure_branches(self, event, message):
-        with pytest.raises(AirflowException, match=message):
+    def test_execute_complete_failure_branches(self, event, exc, message):
+        with pytest.raises(exc, match=message):
             operator(deferrable=True).execute_complete(make_context(), event)
 
 

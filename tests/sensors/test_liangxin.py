@@ -12,9 +12,12 @@ from airflow.providers.common.compat.sdk import (
     TaskDeferred,
 )
 
+from airflow_provider_liangxin._api import LiangxinError
+from airflow_provider_liangxin.events import LiangxinTaskWaitException, make_event
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.sensors.liangxin import LiangxinTaskSensor
-from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger, make_event
+from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
+from tests.conftest import liangxin_conn_json
 from tests.support.airflow_context import make_context
 
 
@@ -109,11 +112,30 @@ def test_deferred_outcomes_raise_the_same_types_as_poke_mode(sim_conn, event, ex
 
 
 def test_deferred_api_error_fails_like_poke_mode_even_with_soft_fail(sim_conn):
-    from airflow_provider_liangxin._api import LiangxinError
-
     s = sensor("t1", deferrable=True, soft_fail=True)
-    with pytest.raises(LiangxinError, match="invalid token"):
+    with pytest.raises(LiangxinTaskWaitException, match="invalid token") as info:
         s.resume_execution("execute_complete", {"event": make_event("error", "t1", "invalid token")}, make_context())
+    # An Airflow-side outcome, not a wire-protocol error
+    assert not isinstance(info.value, LiangxinError)
+
+
+def test_poke_api_error_is_not_skipped_by_soft_fail(simulator, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json(simulator.base_url, "sk-wrong"))
+    with pytest.raises(LiangxinError, match="invalid token"):
+        sensor("task_x_1", soft_fail=True, retry={"max_attempts": 1}).execute(make_context())
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_never_fail_skips_an_api_error_in_every_mode(simulator, monkeypatch, deferrable):
+    monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", liangxin_conn_json(simulator.base_url, "sk-wrong"))
+    with pytest.raises(AirflowSkipException):
+        sensor("task_x_1", never_fail=True, deferrable=deferrable, retry={"max_attempts": 1}).execute(make_context())
+
+
+def test_never_fail_skips_a_deferred_wait_error(sim_conn):
+    s = sensor("t1", deferrable=True, never_fail=True)
+    with pytest.raises(AirflowSkipException):
+        s.resume_execution("execute_complete", {"event": make_event("error", "t1", "boom")}, make_context())
 
 
 def test_deferrable_passes_execution_deadline(sim_conn):

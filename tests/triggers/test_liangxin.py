@@ -11,8 +11,9 @@ from airflow.providers.common.compat.module_loading import import_string
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk import BaseHook
 
+from airflow_provider_liangxin.events import LiangxinTaskWaitException, make_event, record_from_event
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
-from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger, make_event, record_from_event
+from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
 from tests.conftest import liangxin_conn_json
 
 FAST = {"max_attempts": 2, "backoff_initial": 0.0, "backoff_max": 0.0, "max_wait_total": 5}
@@ -44,12 +45,30 @@ def test_serialize_round_trip_is_json_native_and_keyless(sim_conn):
         "execution_deadline": None,
         "request_timeout": None,
         "retry": FAST,
-        "max_consecutive_errors": 5,
+        "max_error_duration": 300.0,
+        "max_consecutive_errors": None,
     }
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert sim_conn.api_key not in json.dumps(kwargs)
     again = import_string(classpath)(**kwargs)
     assert again.serialize() == (classpath, kwargs)
+
+
+def test_kwargs_serialized_by_the_previous_version_still_load():
+    """A triggerer upgraded while tasks are deferred re-creates triggers from the old kwargs."""
+    old = {
+        "liangxin_task_id": "task_x_1",
+        "liangxin_conn_id": "liangxin_default",
+        "poll_interval": 0.5,
+        "deadline": None,
+        "execution_deadline": None,
+        "request_timeout": None,
+        "retry": None,
+        "max_consecutive_errors": 5,
+    }
+    trigger = LiangxinTaskTrigger(**old)
+    assert trigger.max_consecutive_errors == 5
+    assert trigger.max_error_duration == 300.0
 
 
 def test_rejects_non_positive_poll_interval():
@@ -133,7 +152,7 @@ async def test_transient_errors_are_retried_then_reported(sim_conn):
     trigger = LiangxinTaskTrigger(task_id, poll_interval=0.01, retry=FAST, max_consecutive_errors=3)
     (event,) = await events_of(trigger)
     assert event["status"] == "error"
-    assert "3 polls in a row failed" in event["message"]
+    assert "3 polls failed" in event["message"]
     assert "HTTP 500" in event["message"]
     after = sim_conn.stats()
     assert _record_info_calls(after) - _record_info_calls(before) == 6  # 3 polls x 2 attempts each
@@ -172,7 +191,7 @@ def test_invalid_events_are_rejected(event):
 
 
 def test_error_event_raises_with_message():
-    with pytest.raises(AirflowException, match="Error while waiting for LiangXin task t1: boom"):
+    with pytest.raises(LiangxinTaskWaitException, match="Error while waiting for LiangXin task t1: boom"):
         record_from_event(make_event("error", "t1", "boom"))
 
 
@@ -185,7 +204,7 @@ class TestDeadlines:
         from datetime import datetime, timedelta
         from types import SimpleNamespace
 
-        from airflow_provider_liangxin.triggers.liangxin import Deadlines
+        from airflow_provider_liangxin.events import Deadlines
 
         started = datetime(2026, 1, 1, tzinfo=UTC)
         deadlines = Deadlines.start({"ti": SimpleNamespace(start_date=started)}, 60, timedelta(minutes=5))
@@ -194,7 +213,7 @@ class TestDeadlines:
         assert deadlines.passed(time.time()) == "the task's execution_timeout has passed"
 
     def test_sleep_never_overshoots_and_backstop_trails_the_deadline(self):
-        from airflow_provider_liangxin.triggers.liangxin import Deadlines
+        from airflow_provider_liangxin.events import Deadlines
 
         now = time.time()
         deadlines = Deadlines(wait=now + 2)
