@@ -10,6 +10,10 @@ import logging
 import os
 import pickle
 import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 
 import fsspec
@@ -18,11 +22,13 @@ from PIL import Image
 
 from airflow_provider_liangxin._api import LiangxinError, TaskRecord
 from airflow_provider_liangxin.results import (
+    STALE_PART_SECONDS,
     ResultDownloadError,
     check_output_path,
     extension_for,
     redact_url,
     store_results,
+    stored_stem,
 )
 from tests.support.scripted_server import Reply, record
 
@@ -56,6 +62,11 @@ def not_found() -> Reply:
     return Reply(404, "<html>Not Found</html>", headers={"Content-Type": "text/html"})
 
 
+def store(server, record, output_path, **kwargs):
+    """``store_results`` with the scripted server as the trusted API host (it lives on loopback)."""
+    return store_results(record, output_path, trusted_base_url=server.base_url, **kwargs)
+
+
 def files_in(directory) -> list[str]:
     return sorted(os.listdir(directory))
 
@@ -80,7 +91,7 @@ def test_stores_result_and_sidecar_in_a_new_local_folder(scripted_server, tmp_pa
     out_dir = tmp_path / "nested" / "out"  # does not exist yet
     output_path = out_dir.as_uri() if as_uri else str(out_dir)
 
-    stored = store_results(success_record([url]), output_path)
+    stored = store(scripted_server, success_record([url]), output_path)
 
     target = out_dir / f"{TASK_ID}_0.png"
     assert target.read_bytes() == body
@@ -108,17 +119,139 @@ def test_overwrites_an_earlier_copy_of_the_same_result(scripted_server, tmp_path
     (tmp_path / f"{TASK_ID}_0.png").write_bytes(b"stale")
     body = png_bytes("green")
     scripted_server.script(image(body))
-    store_results(success_record([f"{scripted_server.base_url}/a.png"]), str(tmp_path))
+    store(scripted_server, success_record([f"{scripted_server.base_url}/a.png"]), str(tmp_path))
     assert (tmp_path / f"{TASK_ID}_0.png").read_bytes() == body
 
 
 def test_task_id_cannot_escape_the_output_folder(scripted_server, tmp_path):
     scripted_server.script(image(png_bytes()))
     out = tmp_path / "out"
-    stored = store_results(success_record([f"{scripted_server.base_url}/a.png"], task_id="../../evil/id"), str(out))
-    assert files_in(out) == ["evil_id_0.json", "evil_id_0.png"]
-    assert stored[0]["path"] == (out / "evil_id_0.png").as_uri()
+    stored = store(
+        scripted_server, success_record([f"{scripted_server.base_url}/a.png"], task_id="../../evil/id"), str(out)
+    )
+    stem = stored_stem("../../evil/id")
+    assert re.fullmatch(r"evil_id~[0-9a-f]{12}", stem)
+    assert files_in(out) == [f"{stem}_0.json", f"{stem}_0.png"]
+    assert stored[0]["path"] == (out / f"{stem}_0.png").as_uri()
     assert files_in(tmp_path) == ["out"]
+
+
+# ------------------------------------------------------------------------------------------- stored names
+
+
+@pytest.mark.parametrize("task_id", ["task_seedream-v4-5_1777600000000", "task_z-image_1", "a.b-c_d", "x" * 150])
+def test_plain_lower_case_task_ids_are_their_own_stem(task_id):
+    assert stored_stem(task_id) == task_id
+
+
+def test_distinct_task_ids_never_share_a_file_name(scripted_server, tmp_path):
+    ids = ["a/b", "a_b", "a\\b", "A_B", "a_B", "x" * 151, "x" * 152, "a_b~" + stored_stem("a/b").split("~")[1]]
+    stems = [stored_stem(task_id) for task_id in ids]
+    assert len({stem.lower() for stem in stems}) == len(ids)  # distinct even on a case-insensitive disk
+    assert all(len(stem) <= 150 and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._~-]*", stem) for stem in stems)
+
+    bodies = [png_bytes(color) for color in ("red", "green")]
+    scripted_server.script(image(bodies[0]), image(bodies[1]))
+    first = store(scripted_server, success_record([f"{scripted_server.base_url}/0.png"], task_id="a/b"), str(tmp_path))
+    second = store(scripted_server, success_record([f"{scripted_server.base_url}/0.png"], task_id="a_b"), str(tmp_path))
+
+    assert first[0]["path"] != second[0]["path"]
+    assert len(files_in(tmp_path)) == 4
+    assert [json.loads((tmp_path / f"{stored_stem(t)}_0.json").read_text())["task_id"] for t in ("a/b", "a_b")] == [
+        "a/b",
+        "a_b",
+    ]
+    assert (tmp_path / f"{stored_stem('a/b')}_0.png").read_bytes() == bodies[0]
+    assert (tmp_path / f"{stored_stem('a_b')}_0.png").read_bytes() == bodies[1]
+
+
+def test_a_json_result_url_does_not_overwrite_its_sidecar(scripted_server, tmp_path):
+    payload = b'{"not": "the sidecar"}'
+    scripted_server.script(image(payload, "application/json"))
+    url = f"{scripted_server.base_url}/r/0.json"
+    stored = store(scripted_server, success_record([url]), str(tmp_path))
+
+    assert files_in(tmp_path) == [f"{TASK_ID}_0.bin", f"{TASK_ID}_0.json"]
+    assert (tmp_path / f"{TASK_ID}_0.bin").read_bytes() == payload
+    sidecar = json.loads((tmp_path / f"{TASK_ID}_0.json").read_text())
+    assert (sidecar["source_url"], sidecar["path"]) == (url, stored[0]["path"])
+
+
+@pytest.mark.parametrize(
+    ("content_type", "url_path"),
+    [
+        ("text/x-shellscript", "/run.sh"),
+        ("application/octet-stream", "/run.sh"),
+        ("text/html", "/page.html"),
+        ("application/x-msdownload", "/setup.exe"),
+    ],
+)
+def test_unknown_types_are_stored_as_bin_never_under_the_urls_extension(
+    scripted_server, tmp_path, content_type, url_path
+):
+    scripted_server.script(image(b"#!/bin/sh\necho hi\n", content_type))
+    stored = store(scripted_server, success_record([f"{scripted_server.base_url}{url_path}"]), str(tmp_path))
+    assert stored[0]["path"].endswith(f"/{TASK_ID}_0.bin")
+    assert files_in(tmp_path) == [f"{TASK_ID}_0.bin", f"{TASK_ID}_0.json"]
+
+
+# ------------------------------------------------------------------------------------ leftover .part files
+
+
+def _age(path, seconds):
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_stale_part_files_of_the_same_task_are_removed_on_the_next_store(scripted_server, tmp_path):
+    stale = [f".{TASK_ID}_0.part-deadbeef", f".{TASK_ID}_0.json.part-0123abcd", f".{TASK_ID}_7.part-00000000"]
+    fresh = f".{TASK_ID}_1.part-cafebabe"  # another worker may be writing this one right now
+    other_task = ".task_other_1_0.part-deadbeef"  # same prefix, different stem
+    unrelated = ".notes.part-deadbeef"
+    for name in [*stale, fresh, other_task, unrelated]:
+        (tmp_path / name).write_bytes(b"partial")
+    for name in [*stale, other_task, unrelated]:
+        _age(tmp_path / name, STALE_PART_SECONDS + 60)
+
+    scripted_server.script(image(png_bytes()))
+    store(scripted_server, success_record([f"{scripted_server.base_url}/a.png"]), str(tmp_path))
+
+    assert files_in(tmp_path) == sorted([fresh, other_task, unrelated, f"{TASK_ID}_0.json", f"{TASK_ID}_0.png"])
+
+
+def test_a_kill_9_mid_download_leaves_a_part_file_that_the_next_store_removes(scripted_server, tmp_path):
+    """A real worker killed while a download is in flight; the next store into that folder cleans up after it."""
+    url = f"{scripted_server.base_url}/slow.png"
+    stall = 2.0  # the server holds the answer this long: the worker is killed inside that window
+    scripted_server.script(image(png_bytes(), delay=stall))
+    script = (
+        "import json, sys\n"
+        "from airflow_provider_liangxin.results import store_results\n"
+        "store_results(json.loads(sys.argv[1]), sys.argv[2], trusted_base_url=sys.argv[3])\n"
+    )
+    argv = [sys.executable, "-c", script, json.dumps(success_record([url])), str(tmp_path), scripted_server.base_url]
+    worker = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not scripted_server.requests:
+            assert worker.poll() is None, "the worker exited before downloading"
+            assert time.monotonic() < deadline, "the worker never started its download"
+            time.sleep(0.02)
+        worker.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+    finally:
+        worker.kill()
+        worker.wait(10)
+    leftovers = files_in(tmp_path)
+    assert len(leftovers) == 1
+    assert leftovers[0].startswith(f".{TASK_ID}_0.part-")
+    _age(tmp_path / leftovers[0], STALE_PART_SECONDS + 1)
+
+    scripted_server.script(image(png_bytes("blue")))
+    store(scripted_server, success_record([f"{scripted_server.base_url}/again.png"]), str(tmp_path))
+
+    assert files_in(tmp_path) == [f"{TASK_ID}_0.json", f"{TASK_ID}_0.png"]
+    time.sleep(max(0.0, killed_at + stall + 0.3 - time.monotonic()))  # let the server's stalled reply finish
 
 
 # ----------------------------------------------------------------------------------------- memory://
@@ -130,7 +263,7 @@ def test_memory_store_contents_and_sidecar_fields(scripted_server, memory_root):
     urls = [f"{scripted_server.base_url}/r/0.png?token=s3cr3t", f"{scripted_server.base_url}/r/1.jpeg"]
     rec = success_record(urls)
 
-    stored = store_results(rec, f"{memory_root}/runs/")
+    stored = store(scripted_server, rec, f"{memory_root}/runs/")
 
     fs = fsspec.filesystem("memory")
     base = f"{memory_root}/runs"
@@ -163,7 +296,7 @@ def test_sidecar_has_null_prompt_and_seed_when_input_has_none(scripted_server, m
     data = record("t-1", "success", param=json.dumps({"model": "m", "input": {"image_urls": ["x"]}}))
     data["resultJson"] = json.dumps({"resultUrls": [f"{scripted_server.base_url}/x.png"]})
     scripted_server.script(image(png_bytes()))
-    stored = store_results(TaskRecord.from_api(data).to_dict(), memory_root)
+    stored = store(scripted_server, TaskRecord.from_api(data).to_dict(), memory_root)
     sidecar = json.loads(fsspec.filesystem("memory").cat(stored[0]["sidecar"]))
     assert (sidecar["prompt"], sidecar["seed"], sidecar["input"]) == (None, None, {"image_urls": ["x"]})
 
@@ -187,7 +320,7 @@ def test_sidecar_has_null_prompt_and_seed_when_input_has_none(scripted_server, m
 )
 def test_extension_from_content_type_then_url_then_bin(scripted_server, tmp_path, content_type, url_path, ext):
     scripted_server.script(image(b"\x00payload", content_type))
-    stored = store_results(success_record([f"{scripted_server.base_url}{url_path}?x=1"]), str(tmp_path))
+    stored = store(scripted_server, success_record([f"{scripted_server.base_url}{url_path}?x=1"]), str(tmp_path))
     assert stored[0]["path"].endswith(f"/{TASK_ID}_0.{ext}")
     assert (tmp_path / f"{TASK_ID}_0.{ext}").read_bytes() == b"\x00payload"
 
@@ -207,7 +340,7 @@ def test_404_names_task_and_url_and_keeps_earlier_files(scripted_server, tmp_pat
     bad_url = f"{scripted_server.base_url}/r/1.png?Signature=topsecret"
 
     with pytest.raises(ResultDownloadError) as info:
-        store_results(success_record([ok_url, bad_url]), str(tmp_path), retry=FAST_RETRY)
+        store(scripted_server, success_record([ok_url, bad_url]), str(tmp_path), retry=FAST_RETRY)
 
     err = info.value
     assert isinstance(err, LiangxinError)
@@ -227,8 +360,12 @@ def test_404_names_task_and_url_and_keeps_earlier_files(scripted_server, tmp_pat
 def test_size_cap_from_content_length_aborts_without_writing(scripted_server, tmp_path):
     scripted_server.script(image(b"x" * 2048))
     with pytest.raises(ResultDownloadError, match="1024-byte cap") as info:
-        store_results(
-            success_record([f"{scripted_server.base_url}/big.png"]), str(tmp_path), max_bytes=1024, retry=FAST_RETRY
+        store(
+            scripted_server,
+            success_record([f"{scripted_server.base_url}/big.png"]),
+            str(tmp_path),
+            max_bytes=1024,
+            retry=FAST_RETRY,
         )
     assert TASK_ID in str(info.value)
     assert len(scripted_server.requests) == 1
@@ -240,8 +377,12 @@ def test_size_cap_counts_decoded_bytes_of_a_compressed_body(scripted_server, tmp
     assert len(bomb) < 1024
     scripted_server.script(Reply(200, bomb, headers={"Content-Type": "image/png", "Content-Encoding": "gzip"}))
     with pytest.raises(ResultDownloadError, match="body exceeds the 4096-byte cap"):
-        store_results(
-            success_record([f"{scripted_server.base_url}/z.png"]), str(tmp_path), max_bytes=4096, retry=FAST_RETRY
+        store(
+            scripted_server,
+            success_record([f"{scripted_server.base_url}/z.png"]),
+            str(tmp_path),
+            max_bytes=4096,
+            retry=FAST_RETRY,
         )
     assert files_in(tmp_path) == []
 
@@ -249,8 +390,12 @@ def test_size_cap_counts_decoded_bytes_of_a_compressed_body(scripted_server, tmp
 def test_timeout_then_retry_succeeds(scripted_server, tmp_path):
     body = png_bytes()
     scripted_server.script(image(body, delay=1.0), image(body))
-    stored = store_results(
-        success_record([f"{scripted_server.base_url}/slow.png"]), str(tmp_path), timeout=0.3, retry=FAST_RETRY
+    stored = store(
+        scripted_server,
+        success_record([f"{scripted_server.base_url}/slow.png"]),
+        str(tmp_path),
+        timeout=0.3,
+        retry=FAST_RETRY,
     )
     assert len(scripted_server.requests) == 2
     assert stored[0]["sha256"] == hashlib.sha256(body).hexdigest()
@@ -267,7 +412,7 @@ def test_server_errors_and_429_are_retried(scripted_server, memory_root, caplog)
     )
     url = f"{scripted_server.base_url}/r.png?token=hush"
     with caplog.at_level(logging.INFO, logger="airflow_provider_liangxin.results"):
-        stored = store_results(success_record([url]), memory_root, retry=FAST_RETRY)
+        stored = store(scripted_server, success_record([url]), memory_root, retry=FAST_RETRY)
     assert len(scripted_server.requests) == 3
     assert fsspec.filesystem("memory").cat(stored[0]["path"]) == body
     retries = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -283,7 +428,7 @@ def test_server_errors_and_429_are_retried(scripted_server, memory_root, caplog)
 def test_server_errors_give_up_after_max_attempts(scripted_server, tmp_path):
     scripted_server.script(*[Reply(503, "down", headers={"Content-Type": "text/plain"})] * 3)
     with pytest.raises(ResultDownloadError, match="gave up after 3 attempts") as info:
-        store_results(success_record([f"{scripted_server.base_url}/r.png"]), str(tmp_path), retry=FAST_RETRY)
+        store(scripted_server, success_record([f"{scripted_server.base_url}/r.png"]), str(tmp_path), retry=FAST_RETRY)
     assert (info.value.status_code, info.value.retryable) == (503, True)
     assert len(scripted_server.requests) == 3
     assert files_in(tmp_path) == []
@@ -292,7 +437,7 @@ def test_server_errors_give_up_after_max_attempts(scripted_server, tmp_path):
 def test_redirects_are_followed(scripted_server, tmp_path):
     body = png_bytes()
     scripted_server.script(Reply(302, b"", headers={"Location": "/cdn/final.png"}), image(body))
-    stored = store_results(success_record([f"{scripted_server.base_url}/short"]), str(tmp_path))
+    stored = store(scripted_server, success_record([f"{scripted_server.base_url}/short"]), str(tmp_path))
     assert [r.path for r in scripted_server.requests] == ["/short", "/cdn/final.png"]
     assert stored[0]["bytes"] == len(body)
 
@@ -300,7 +445,7 @@ def test_redirects_are_followed(scripted_server, tmp_path):
 def test_sends_no_authorization_header(scripted_server, tmp_path):
     scripted_server.script(image(png_bytes()), image(png_bytes("blue")))
     urls = [f"{scripted_server.base_url}/0.png", f"{scripted_server.base_url}/1.png"]
-    store_results(success_record(urls), str(tmp_path))
+    store(scripted_server, success_record(urls), str(tmp_path))
     assert len(scripted_server.requests) == 2
     for seen in scripted_server.requests:
         headers = {k.lower(): v for k, v in seen.headers.items()}
