@@ -21,10 +21,20 @@ from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
 )
 
-from airflow_provider_liangxin._api import RetryPolicy, TaskRecord
+from airflow_provider_liangxin._api import (
+    LiangxinRateLimitError,
+    LiangxinServerError,
+    LiangxinTransportError,
+    RetryPolicy,
+    TaskRecord,
+)
 
 EventStatus = Literal["success", "fail", "timeout", "error"]
 EVENT_STATUSES: frozenset[str] = frozenset({"success", "fail", "timeout", "error"})
+
+#: Poll failures that may clear up by themselves (each already retried by the hook); anything else (401, 403,
+#: 404, a malformed answer) ends the wait at once. A request cut short by a deadline is a transport error too.
+TRANSIENT_ERRORS = (LiangxinServerError, LiangxinRateLimitError, LiangxinTransportError)
 
 #: Default ``max_error_duration``: transient poll errors tolerated in a row for this many seconds.
 DEFAULT_MAX_ERROR_DURATION = 300.0
@@ -231,8 +241,13 @@ def settle(
         text = f"Gave up waiting for LiangXin task {task_id}: {message} {NO_CANCEL_NOTE.format(task_id=task_id)}"
         raise AirflowSensorTimeout(text) if sensor else AirflowException(text)
     if status == "error":
-        raise LiangxinTaskWaitException(f"Error while waiting for LiangXin task {task_id}: {message}")
+        raise wait_error(task_id, message)
     raise AirflowException(f"LiangXin task {task_id}: unknown outcome {status!r}")
+
+
+def wait_error(task_id: str, message: str) -> LiangxinTaskWaitException:
+    """The ``error`` outcome, for the worker's own poll loop to raise ``from`` its cause."""
+    return LiangxinTaskWaitException(f"Error while waiting for LiangXin task {task_id}: {message}")
 
 
 def settle_record(record: TaskRecord, *, sensor: bool = False) -> TaskRecord:
@@ -269,6 +284,7 @@ __all__ = [
     "DEFAULT_MAX_ERROR_DURATION",
     "EVENT_STATUSES",
     "NO_CANCEL_NOTE",
+    "TRANSIENT_ERRORS",
     "Deadlines",
     "ErrorBudget",
     "EventStatus",
@@ -283,4 +299,5 @@ __all__ = [
     "settle",
     "settle_record",
     "timed_out",
+    "wait_error",
 ]

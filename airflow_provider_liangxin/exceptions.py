@@ -14,7 +14,7 @@ Hierarchy::
         LiangxinTaskNotFoundError (404), LiangxinPayloadTooLargeError (413),
         LiangxinUpstreamValidationError (422), LiangxinRateLimitError (429), LiangxinServerError (5xx)
       LiangxinTransportError               no HTTP answer
-        LiangxinConnectError, LiangxinTimeoutError
+        LiangxinConnectError, LiangxinTimeoutError, LiangxinConnectTimeoutError (both)
       ResultDownloadError                  a result file could not be stored
     InputValidationError (ValueError)      input that breaks a model's documented schema
     LiangxinTaskFailedException (AirflowException)   the LiangXin task ended in ``fail``
@@ -29,6 +29,7 @@ from airflow_provider_liangxin._api import (
     LiangxinBadRequestError,
     LiangxinConfigError,
     LiangxinConnectError,
+    LiangxinConnectTimeoutError,
     LiangxinError,
     LiangxinForbiddenError,
     LiangxinHTTPError,
@@ -55,6 +56,7 @@ __all__ = [
     "LiangxinBadRequestError",
     "LiangxinConfigError",
     "LiangxinConnectError",
+    "LiangxinConnectTimeoutError",
     "LiangxinError",
     "LiangxinForbiddenError",
     "LiangxinHTTPError",

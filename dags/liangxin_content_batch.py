@@ -7,8 +7,10 @@ What it shows
   instance, and exactly one LiangXin task, per pair. Each instance is deferrable and downloads its image.
 * **Fire-and-forget plus a sensor.** ``submit`` creates tasks with ``wait_for_completion=False`` (it returns the
   taskId at once); ``wait`` is a deferrable ``LiangxinTaskSensor`` mapped over those taskIds, and ``save`` stores
-  each finished image with :func:`airflow_provider_liangxin.results.store_results`. Use this shape when
+  each finished image with ``store_results`` from ``airflow_provider_liangxin.results``. Use this shape when
   something else should happen between submitting and waiting, or when the task is created elsewhere.
+* **Readable mapped tasks.** Each mapped instance is labelled (``map_index_template``) with its model and the
+  start of its prompt, cut at a word boundary, or with its LiangXin taskId, instead of a bare index.
 * ``write_manifest`` collects every result into ``<output dir>/manifests/<dag_id>__<run_id>.json``.
 
 Before you run it
@@ -34,6 +36,11 @@ from airflow_provider_liangxin.sensors.liangxin import LiangxinTaskSensor
 OUTPUT_DIR = os.environ.get("LIANGXIN_OUTPUT_DIR", "/tmp/liangxin-output")
 POLL_INTERVAL = float(os.environ.get("LIANGXIN_POLL_INTERVAL", "10"))
 
+#: Labels of mapped instances (instead of bare indexes): Jinja's ``truncate`` cuts at a word boundary and adds "…".
+GENERATE_LABEL = "{{ task.model }}: {{ task.input.prompt | truncate(40, end='…') }}"
+PROMPT_LABEL = "{{ task.input.prompt | truncate(40, end='…') }}"
+TASK_ID_LABEL = "{{ task.liangxin_task_id }}"
+
 DEFAULT_PROMPTS = [
     "A cozy reading nook by a rainy window, soft lamplight, film photograph",
     "Isometric illustration of a tiny floating island with a windmill and a waterfall",
@@ -50,9 +57,21 @@ DEFAULT_PROMPTS = [
     tags=["liangxin", "example"],
     doc_md=__doc__,
     params={
-        "prompts": Param(DEFAULT_PROMPTS, type="array", items={"type": "string"}, minItems=1),
-        "models": Param(["seedream-v4-5", "z-image"], type="array", items={"type": "string"}, minItems=1),
-        "aspect_ratio": Param("1:1", type="string"),
+        "prompts": Param(
+            DEFAULT_PROMPTS,
+            type="array",
+            items={"type": "string"},
+            minItems=1,
+            description="One image per prompt and model (both variants use every prompt).",
+        ),
+        "models": Param(
+            ["seedream-v4-5", "z-image"],
+            type="array",
+            items={"type": "string"},
+            minItems=1,
+            description="Models of the operator variant: every prompt is generated once per model.",
+        ),
+        "aspect_ratio": Param("1:1", type="string", description="Shape of every image, e.g. 1:1, 16:9, 9:16."),
         "sensor_model": Param("seedream-v4-5", type="string", description="Model of the sensor-based variant."),
     },
 )
@@ -73,7 +92,7 @@ def liangxin_content_batch():
         poll_interval=POLL_INTERVAL,
         timeout=30 * 60,
         output_path=OUTPUT_DIR,
-        map_index_template="{{ task.model }}: {{ task.input.prompt[:40] }}",
+        map_index_template=GENERATE_LABEL,
     ).expand_kwargs(plan_generations())
 
     # ---- Variant 2: create without waiting, then wait with a deferrable sensor mapped over the taskIds.
@@ -85,6 +104,7 @@ def liangxin_content_batch():
         task_id="submit",
         model="{{ params.sensor_model }}",
         wait_for_completion=False,  # returns the LiangXin taskId right away
+        map_index_template=PROMPT_LABEL,
     ).expand(input=plan_submissions())
 
     wait = LiangxinTaskSensor.partial(
@@ -92,14 +112,32 @@ def liangxin_content_batch():
         deferrable=True,
         poke_interval=POLL_INTERVAL,
         timeout=30 * 60,
+        map_index_template=TASK_ID_LABEL,
     ).expand(liangxin_task_id=submit.output)
 
-    @task
+    @task(map_index_template="{{ liangxin_task_id }}")
     def save(result: dict[str, Any]) -> dict[str, Any]:
-        """Download one finished task's images (the operator does this itself when given ``output_path``)."""
+        """Download one finished task's images (the operator does this itself when given ``output_path``).
+
+        The operator passes the connection's download policy for you; here it is spelled out: results may come
+        from the API's own host even when it is private (the simulator on 127.0.0.1), other private hosts only
+        with the connection's ``allow_private_result_hosts`` extra.
+        """
+        from airflow.sdk import get_current_context
+
+        from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
         from airflow_provider_liangxin.results import store_results
 
-        return {**result, "stored": store_results(result, OUTPUT_DIR)}
+        get_current_context()["liangxin_task_id"] = result["task_id"]  # this instance's label
+        settings = LiangxinHook().settings
+        stored = store_results(
+            result,
+            OUTPUT_DIR,
+            verify_ssl=settings.verify_ssl,
+            allow_private_hosts=settings.allow_private_result_hosts,
+            trusted_base_url=settings.base_url,
+        )
+        return {**result, "stored": stored}
 
     saved = save.expand(result=wait.output)
 

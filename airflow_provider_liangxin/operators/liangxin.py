@@ -11,25 +11,30 @@ returns its result if it succeeded) and only creates a new one if it failed or i
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, BaseOperatorLink, XCom, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, BaseOperatorLink, conf
 
 from airflow_provider_liangxin._api import LiangxinTaskNotFoundError, TaskRecord
 from airflow_provider_liangxin.events import (
     DEFAULT_MAX_ERROR_DURATION,
     NO_CANCEL_NOTE,
+    TRANSIENT_ERRORS,
     Deadlines,
+    ErrorBudget,
     check_number,
     normalize_retry,
     record_from_event,
     settle_record,
     timed_out,
+    wait_error,
 )
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.models import InputValidationError, validate_input
@@ -47,13 +52,71 @@ XCOM_RESULT_URL = "liangxin_result_url"
 STATE_KEY = "liangxin_task_id"
 
 
+#: Schemes a link may never have (a browser would run or render them): result URLs must be http(s) anyway.
+_UNSAFE_LINK_SCHEMES = frozenset({"javascript", "data", "vbscript", "blob"})
+
+
 class LiangxinResultLink(BaseOperatorLink):
-    """ "LiangXin result" button: the stored image when there is one, else the first result URL."""
+    """ "LiangXin result" button: the stored image when there is one, else the first result URL, else the task's
+    recordInfo URL.
+
+    Airflow 3 calls ``get_link`` only in the worker, once the try ends, with the very operator that ran, and stores
+    the answer for the UI. So the link is read from that operator, not from XCom: a task that failed before
+    creating a LiangXin task has no link, and reading a missing XCom would log a misleading ``XCom not found``.
+    """
 
     name = "LiangXin result"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return XCom.get_value(key=XCOM_RESULT_URL, ti_key=ti_key) or ""
+        link = getattr(operator, "_liangxin_result_link", None)
+        return link if isinstance(link, str) and safe_link(link) else ""
+
+
+def safe_link(url: str) -> bool:
+    """May ``url`` become the extra link? Never a script or inline-content URL."""
+    scheme = urlsplit(url.strip()).scheme.lower() if url else ""
+    return bool(scheme) and scheme not in _UNSAFE_LINK_SCHEMES
+
+
+def _is_web_url(url: str) -> bool:
+    """A result URL from the API is only worth linking (or storing) when it is http(s) with a host."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def _json_problem(value: Any, path: str) -> str | None:
+    """The first part of ``value`` that cannot be sent as JSON, named by its path (``input.prompt``), or None.
+
+    Caught before any request, so a bad value fails once instead of as a TypeError/ValueError Airflow retries.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path} is not valid text (it holds a lone surrogate character)"
+        return None
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} must be a finite number, got {value!r}"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a non-string key {key!r}"
+            problem = _json_problem(key, f"{path} key") or _json_problem(item, f"{path}.{key}")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{path}[{index}]")
+            if problem:
+                return problem
+        return None
+    return f"{path} must be JSON data (text, number, bool, null, list or object), got {type(value).__name__}"
 
 
 def _has_template(value: Any) -> bool:
@@ -111,6 +174,9 @@ class LiangxinCreateTaskOperator(BaseOperator):
         result then lists the stored files. (templated)
     :param download_timeout: Per-step (connect/read) timeout in seconds when downloading results.
     :param max_download_bytes: Size cap per result file; a larger file fails the task (files already stored stay).
+    :param allow_private_result_hosts: Download results from private/loopback hosts too (a private object store).
+        None takes the connection's ``allow_private_result_hosts`` extra; the API's own host is always allowed,
+        link-local addresses (cloud metadata endpoints) never.
     :param output_asset: Also declare ``output_path`` as an Airflow Asset outlet, so downstream DAGs can be
         scheduled on new images. Needs a literal (untemplated) ``output_path``; the asset event's ``extra``
         lists the stored files.
@@ -145,6 +211,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         output_path: str | None = None,
         download_timeout: float = 60.0,
         max_download_bytes: int = 200 * 1024 * 1024,
+        allow_private_result_hosts: bool | None = None,
         output_asset: bool = False,
         strict: bool = False,
         validate: bool = True,
@@ -170,12 +237,19 @@ class LiangxinCreateTaskOperator(BaseOperator):
         self.output_path = output_path
         self.download_timeout = check_number("download_timeout", download_timeout, owner=owner)
         self.max_download_bytes = check_number("max_download_bytes", max_download_bytes, owner=owner, integer=True)
+        if allow_private_result_hosts is not None and not isinstance(allow_private_result_hosts, bool):
+            raise ValueError(
+                f"{owner}: allow_private_result_hosts must be True, False or None, got {allow_private_result_hosts!r}"
+            )
+        self.allow_private_result_hosts = allow_private_result_hosts
         self.strict = strict
         self.validate = validate
         if not wait_for_completion and deferrable:
             self.log.debug("%s: deferrable has no effect when wait_for_completion=False", self.task_id)
-        # A typo in a literal input fails the DAG import, long before anything is paid for. (Not when Airflow
-        # unmaps a mapped task at run time: execute() validates then, failing once instead of per retry.)
+        # A typo in a literal input fails the DAG import, long before anything is paid for. Not when Airflow
+        # unmaps a mapped task at run time: a ValueError there would be retried, so execute() validates instead and
+        # fails once. The SDK has no public "unmapped" flag: ``_BaseOperator__from_mapped`` is what its own
+        # DecoratedOperator reads; tests/operators pin it (TestMappedValidation), so an SDK change shows up there.
         from_mapped = getattr(self, "_BaseOperator__from_mapped", False)
         if not from_mapped and not _has_template(model) and not _has_template(input):
             self._validate()
@@ -190,6 +264,19 @@ class LiangxinCreateTaskOperator(BaseOperator):
         return LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
 
     def _validate(self) -> list[str]:
+        """Normalise ``model`` and check what will be sent; ValueError names the field. Runs on the rendered
+        values (in ``__init__`` only for literal ones), so the value validated, sent and compared on resume is
+        one and the same."""
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"{self.task_id}: model must be a non-empty string, got {self.model!r}")
+        # A template or Variable rendering "seedream-v4-5\n" would skip validation (unknown model) and defeat
+        # resume (LiangXin echoes the stripped name): strip once, here.
+        self.model = self.model.strip()
+        if not isinstance(self.input, Mapping):
+            raise ValueError(f"{self.task_id}: input must be a mapping, got {type(self.input).__name__}")
+        problem = _json_problem(self.model, "model") or _json_problem(self.input, "input")
+        if problem:
+            raise ValueError(f"{self.task_id}: {problem}")
         if not self.validate:
             return []
         try:
@@ -213,26 +300,29 @@ class LiangxinCreateTaskOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from exc
 
         hook = self.hook
+        # One wait window per try: every request of a sync wait is bounded by it, not only the sleeps between.
+        deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
         try:
-            record = self._resume(context, hook)
-            if record is None:
+            record: TaskRecord | None = self._resume(context, hook, deadlines)
+            if record is not None:
+                task_id = record.task_id
+            else:
                 task_id = hook.create_task(self.model, self.input, self.callback_url)
                 self._remember(context, task_id, hook)
                 self.log.info("LiangXin task %s created for model %s", task_id, self.model)
-                if not self.wait_for_completion:
-                    return task_id
-                record = hook.get_task(task_id)
-            elif not self.wait_for_completion:
-                return record.task_id
-            if record.state.is_terminal:
+                if self.wait_for_completion:
+                    record = self._poll_once(hook, task_id, deadlines, None)
+            if not self.wait_for_completion:
+                return task_id
+            if record is not None and record.state.is_terminal:
                 return self._complete(context, settle_record(record), hook)
             if self.deferrable:
-                self._defer(context, record.task_id)
-            return self._complete(context, self._poll(context, hook, record), hook)
+                self._defer(context, task_id, deadlines)
+            return self._complete(context, self._poll(hook, record or task_id, deadlines), hook)
         finally:
             hook.close()
 
-    def _resume(self, context: Context, hook: LiangxinHook) -> TaskRecord | None:
+    def _resume(self, context: Context, hook: LiangxinHook, deadlines: Deadlines) -> TaskRecord | None:
         """On a retry, find this task instance's earlier LiangXin task; None means create a new one."""
         store = context.get("task_state_store")
         if store is None:
@@ -242,10 +332,15 @@ class LiangxinCreateTaskOperator(BaseOperator):
         if not previous:
             return None
         try:
-            record = hook.get_task(str(previous))
+            record = hook.get_task(str(previous), deadline=deadlines.earliest)
         except LiangxinTaskNotFoundError:
             self.log.warning("Earlier LiangXin task %s is unknown to LiangXin; creating a new one", previous)
             return None
+        except TRANSIENT_ERRORS:
+            reason = deadlines.passed(time.time())
+            if reason:
+                timed_out(str(previous), reason)
+            raise
         if not self._same_request(record):
             self.log.warning(
                 "Earlier LiangXin task %s was made for a different request (model or input changed since); "
@@ -271,8 +366,10 @@ class LiangxinCreateTaskOperator(BaseOperator):
         index now pointing at another item, must not return an image made for something else."""
         if not record.param:
             return True  # nothing echoed to compare: trust the task instance's own state store
-        wanted = json.loads(json.dumps({"model": self.model, "input": dict(self.input)}, default=str))
-        return record.param.get("model") == wanted["model"] and record.param.get("input") == wanted["input"]
+        wanted = json.loads(json.dumps(dict(self.input)))
+        echoed_model = record.param.get("model")
+        same_model = isinstance(echoed_model, str) and echoed_model.strip() == self.model
+        return same_model and record.param.get("input") == wanted
 
     def _remember(self, context: Context, task_id: str, hook: LiangxinHook) -> None:
         store = context.get("task_state_store")
@@ -285,10 +382,16 @@ class LiangxinCreateTaskOperator(BaseOperator):
         context["ti"].xcom_push(key=XCOM_TASK_ID, value=task_id)
         # Until a result exists the link names the task's status URL, so even a failed or stuck task shows which
         # LiangXin task it was (the API needs the key to answer it; it has no public task page).
-        context["ti"].xcom_push(key=XCOM_RESULT_URL, value=hook.task_status_url(task_id))
+        self._set_link(context, hook.task_status_url(task_id))
 
-    def _defer(self, context: Context, task_id: str) -> None:
-        deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
+    def _set_link(self, context: Context, link: str) -> None:
+        """The extra link (read by LiangxinResultLink from this operator) and its documented XCom."""
+        if not safe_link(link):
+            return
+        self._liangxin_result_link = link
+        context["ti"].xcom_push(key=XCOM_RESULT_URL, value=link)
+
+    def _defer(self, context: Context, task_id: str, deadlines: Deadlines) -> None:
         self.log.info("Deferring: the triggerer polls LiangXin task %s every %g s", task_id, self.poll_interval)
         self.defer(
             trigger=LiangxinTaskTrigger.for_wait(
@@ -304,31 +407,71 @@ class LiangxinCreateTaskOperator(BaseOperator):
             timeout=deadlines.backstop(self.poll_interval),
         )
 
-    def _poll(self, context: Context, hook: LiangxinHook, record: TaskRecord) -> TaskRecord:
-        """Sync waiting on the worker; the same deadlines and event semantics as the trigger."""
-        deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
-        last_state = record.state
-        self.log.info("Waiting for LiangXin task %s (poll every %g s)", record.task_id, self.poll_interval)
-        while not record.state.is_terminal:
+    def _poll_once(
+        self, hook: LiangxinHook, task_id: str, deadlines: Deadlines, budget: ErrorBudget | None
+    ) -> TaskRecord | None:
+        """One status read bounded by the wait's deadline. None: a transient error within ``max_error_duration``
+        (without a budget, i.e. right after createTask, the wait that follows decides)."""
+        try:
+            record = hook.get_task(task_id, deadline=deadlines.earliest)
+        except TRANSIENT_ERRORS as exc:
             now = time.time()
             reason = deadlines.passed(now)
             if reason:
-                timed_out(record.task_id, reason)
+                timed_out(task_id, reason)
+            if budget is not None and budget.failed(now):
+                raise wait_error(task_id, f"{budget.describe(now)}; last error: {exc}") from exc
+            self.log.warning("LiangXin task %s: status check failed: %s", task_id, exc)
+            return None
+        if budget is not None:
+            budget.succeeded()
+        return record
+
+    def _poll(self, hook: LiangxinHook, start: TaskRecord | str, deadlines: Deadlines) -> TaskRecord:
+        """Sync waiting on the worker; the same deadlines, error budget and outcomes as the trigger."""
+        task_id = start if isinstance(start, str) else start.task_id
+        last_state = None if isinstance(start, str) else start.state
+        budget = ErrorBudget(self.max_error_duration)
+        self.log.info("Waiting for LiangXin task %s (poll every %g s)", task_id, self.poll_interval)
+        while True:
+            now = time.time()
+            reason = deadlines.passed(now)
+            if reason:
+                timed_out(task_id, reason)
             time.sleep(deadlines.sleep_for(now, self.poll_interval))
-            record = hook.get_task(record.task_id)
+            record = self._poll_once(hook, task_id, deadlines, budget)
+            if record is None:
+                continue
+            if record.state.is_terminal:
+                return settle_record(record)
             if record.state is not last_state:
-                self.log.info("LiangXin task %s is %s", record.task_id, record.state.value)
+                self.log.info("LiangXin task %s is %s", task_id, record.state.value)
                 last_state = record.state
-        return settle_record(record)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: validate the event, then finish like the sync path."""
-        record = record_from_event(event)
+        """Resume after the trigger fired: validate the event, then finish like the sync path.
+
+        The connection is resolved first, whatever the event says: that registers the API key with Airflow's
+        secrets masker in this process, so an error text a hostile server built from our Authorization header is
+        masked when it is raised and logged here (the triggerer masked only its own log).
+        """
         hook = self.hook
         try:
-            return self._complete(context, record, hook)
+            self._register_key(hook)
+            task_id = event.get("task_id") if isinstance(event, Mapping) else None
+            if task_id:
+                self._liangxin_task_id = str(task_id)
+                with contextlib.suppress(Exception):
+                    self._set_link(context, hook.task_status_url(str(task_id)))
+            return self._complete(context, record_from_event(event), hook)
         finally:
             hook.close()
+
+    def _register_key(self, hook: LiangxinHook) -> None:
+        try:
+            hook.settings  # noqa: B018 - resolving the connection calls mask_secret on the key
+        except Exception as exc:
+            self.log.warning("Connection %r could not be resolved: %s", self.liangxin_conn_id, exc)
 
     def _complete(self, context: Context, record: TaskRecord, hook: LiangxinHook) -> dict[str, Any]:
         from airflow_provider_liangxin.results import redact_url
@@ -336,17 +479,21 @@ class LiangxinCreateTaskOperator(BaseOperator):
         result = record.to_dict()
         shown = ", ".join(redact_url(url) for url in record.result_urls)
         self.log.info("LiangXin task %s succeeded: %s", record.task_id, shown)
-        link = record.result_urls[0] if record.result_urls else None
+        link = next((url for url in record.result_urls if _is_web_url(url)), None)
         if self.output_path:
             from airflow_provider_liangxin.results import store_results
 
+            settings = hook.settings
+            allow_private = self.allow_private_result_hosts
             stored = store_results(
                 result,
                 self.output_path,
-                verify_ssl=hook.settings.verify_ssl,
+                verify_ssl=settings.verify_ssl,
                 timeout=self.download_timeout,
                 max_bytes=self.max_download_bytes,
                 retry=self.retry,
+                allow_private_hosts=settings.allow_private_result_hosts if allow_private is None else allow_private,
+                trusted_base_url=settings.base_url,
             )
             result["stored"] = stored
             link = stored[0]["path"] if stored else link
@@ -357,7 +504,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
                     "files": [item["path"] for item in stored],
                 }
         if link:
-            context["ti"].xcom_push(key=XCOM_RESULT_URL, value=link)
+            self._set_link(context, link)
         return result
 
     def on_kill(self) -> None:

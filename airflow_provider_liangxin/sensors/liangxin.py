@@ -12,7 +12,9 @@ so every outcome fails (or skips) alike in every mode:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +28,16 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_liangxin.events import (
     DEFAULT_MAX_ERROR_DURATION,
+    TRANSIENT_ERRORS,
     Deadlines,
+    ErrorBudget,
     LiangxinTaskWaitException,
     check_number,
     normalize_retry,
     record_from_event,
     settle_record,
+    timed_out,
+    wait_error,
 )
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
@@ -71,17 +77,22 @@ class LiangxinTaskSensor(BaseSensorOperator):
         max_error_duration: float = DEFAULT_MAX_ERROR_DURATION,
         **kwargs: Any,
     ) -> None:
+        owner = str(kwargs.get("task_id", ""))
+        # BaseSensorOperator lets inf through (timeout=inf breaks defer() and the trigger's JSON kwargs) or fails
+        # with an OverflowError that names nothing: check the numbers it is given first.
+        for name in ("poke_interval", "timeout"):
+            value = kwargs.get(name)
+            if value is not None and not isinstance(value, timedelta):
+                check_number(name, value, owner=owner, zero=name == "timeout")  # poke_interval 0 busy-polls
         super().__init__(**kwargs)
-        owner = self.task_id
-        # BaseSensorOperator accepts NaN and inf: a NaN poke_interval busy-polls, an inf timeout breaks defer().
-        check_number("poke_interval", self.poke_interval, owner=owner)
-        check_number("timeout", self.timeout, owner=owner)
         self.liangxin_task_id = liangxin_task_id
         self.liangxin_conn_id = liangxin_conn_id
         self.deferrable = deferrable
         self.retry = normalize_retry(retry, owner=owner)
         self.request_timeout = check_number("request_timeout", request_timeout, owner=owner, optional=True)
         self.max_error_duration = check_number("max_error_duration", max_error_duration, owner=owner, zero=True)
+        self._deadlines = Deadlines()
+        self._budget: ErrorBudget | None = None
 
     @cached_property
     def hook(self) -> LiangxinHook:
@@ -100,11 +111,28 @@ class LiangxinTaskSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         from airflow.providers.common.compat.sdk import PokeReturnValue
 
+        task_id = self._task_id()
+        deadlines = self._deadlines
         hook = self.hook
         try:
-            record = hook.get_task(self._task_id())
+            # Bounded by the sensor's own deadline: a server trickling its answer cannot hold the poke past it.
+            record = hook.get_task(task_id, deadline=deadlines.earliest)
+        except TRANSIENT_ERRORS as exc:
+            now = time.time()
+            reason = deadlines.passed(now)
+            if reason:
+                timed_out(task_id, reason, sensor=True)
+            budget = self._budget
+            if budget is None:
+                raise  # reschedule mode: every poke is a fresh process, so there is nothing to count against
+            if budget.failed(now):
+                raise wait_error(task_id, f"{budget.describe(now)}; last error: {exc}") from exc
+            self.log.warning("LiangXin task %s: status check failed (%s): %s", task_id, budget.describe(now), exc)
+            return False
         finally:
             hook.close()
+        if self._budget is not None:
+            self._budget.succeeded()
         if not record.state.is_terminal:
             self.log.info("LiangXin task %s is %s", record.task_id, record.state.value)
             return False
@@ -112,6 +140,11 @@ class LiangxinTaskSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=settle_record(record, sensor=True).to_dict())
 
     def execute(self, context: Context) -> Any:
+        # The wait's deadlines bound every poke's request; in reschedule mode each poke is a new try of the
+        # process, so only execution_timeout (counted by Airflow from the try's start) applies to it.
+        timeout = None if self.reschedule else float(self.timeout)
+        self._deadlines = Deadlines.start(context, timeout, self.execution_timeout)
+        self._budget = None if self.reschedule else ErrorBudget(self.max_error_duration)
         if not self.deferrable:
             return super().execute(context)
         try:
@@ -128,7 +161,7 @@ class LiangxinTaskSensor(BaseSensorOperator):
         if done:
             return done.xcom_value if not isinstance(done, bool) else None
         poll_interval = float(self.poke_interval)
-        deadlines = Deadlines.start(context, float(self.timeout), self.execution_timeout)
+        deadlines = self._deadlines
         self.defer(
             trigger=LiangxinTaskTrigger.for_wait(
                 self._task_id(),
@@ -145,7 +178,19 @@ class LiangxinTaskSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume with the sensor's exception types (see the module docstring); ``resume_execution`` applies
-        ``soft_fail``/``never_fail`` to the Airflow ones, and ``never_fail`` is applied here to a wait error."""
+        ``soft_fail``/``never_fail`` to the Airflow ones, and ``never_fail`` is applied here to a wait error.
+
+        The connection is resolved first, so the API key is registered with Airflow's secrets masker in this
+        process before any event text (which a hostile server may have built from our Authorization header) is
+        raised or logged.
+        """
+        hook = self.hook
+        try:
+            hook.settings  # noqa: B018 - resolving the connection calls mask_secret on the key
+        except Exception as exc:
+            self.log.warning("Connection %r could not be resolved: %s", self.liangxin_conn_id, exc)
+        finally:
+            hook.close()
         try:
             return record_from_event(event, sensor=True).to_dict()
         except LiangxinTaskWaitException as exc:

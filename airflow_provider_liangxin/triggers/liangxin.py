@@ -15,15 +15,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_liangxin._api import (
-    LiangxinError,
-    LiangxinRateLimitError,
-    LiangxinServerError,
-    LiangxinTransportError,
-)
+from airflow_provider_liangxin._api import LiangxinError
 from airflow_provider_liangxin.events import (
     DEFAULT_MAX_ERROR_DURATION,
     NO_CANCEL_NOTE,
+    TRANSIENT_ERRORS,
     Deadlines,
     ErrorBudget,
     check_number,
@@ -32,9 +28,6 @@ from airflow_provider_liangxin.events import (
     normalize_retry,
 )
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
-
-#: Poll failures that may clear up by themselves; anything else (401/403/404, a malformed answer) ends the wait.
-TRANSIENT_ERRORS = (LiangxinServerError, LiangxinRateLimitError, LiangxinTransportError)
 
 
 class LiangxinTaskTrigger(BaseTrigger):
@@ -202,4 +195,4 @@ def _replace(value: Any, key: str) -> Any:
     return value
 
 
-__all__ = ["TRANSIENT_ERRORS", "LiangxinTaskTrigger"]
+__all__ = ["LiangxinTaskTrigger"]

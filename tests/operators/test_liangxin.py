@@ -18,6 +18,7 @@ from airflow_provider_liangxin.operators.liangxin import (
     LiangxinCreateTaskOperator,
 )
 from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
+from tests.conftest import TEST_API_KEY as TEST_KEY
 from tests.conftest import api_calls
 from tests.support.airflow_context import FakeStateStore, FakeTI, make_context
 
@@ -336,3 +337,228 @@ class TestOutputPath:
     def test_output_asset_needs_a_literal_path(self):
         with pytest.raises(ValueError, match="literal output_path"):
             operator(output_path="/data/{{ ds }}", output_asset=True)
+
+
+# --------------------------------------------------------------------------------------------- hardening
+
+
+class TestMappedValidation:
+    """Pins the SDK behaviour behind ``_BaseOperator__from_mapped`` (no public flag exists): a literal bad input
+    fails the DAG import, but the same input reached through ``unmap()`` (the worker, at run time) must not raise
+    in ``__init__`` (a ValueError there is retried); execute() then fails it once."""
+
+    def test_unmapped_operator_defers_validation_to_execute(self, sim_conn):
+        from airflow.sdk import DAG
+
+        bad = {"prompt": "x", "aspect_ratio": "17:9"}
+        with pytest.raises(ValueError, match="aspect_ratio"):
+            operator(input=bad)
+        with DAG("liangxin_unmap_pin", schedule=None):
+            mapped = LiangxinCreateTaskOperator.partial(task_id="m", model="seedream-v4-5", poll_interval=0.05).expand(
+                input=[bad]
+            )
+        op = mapped.unmap({"input": bad})
+        assert isinstance(op, LiangxinCreateTaskOperator)
+        assert getattr(op, "_BaseOperator__from_mapped", None) is True
+        before = api_calls(sim_conn)
+        with pytest.raises(AirflowFailException, match="aspect_ratio"):
+            op.execute(make_context())
+        assert api_calls(sim_conn) == before
+
+
+class TestModelNormalised:
+    def test_model_with_whitespace_is_validated_as_the_stripped_name(self):
+        with pytest.raises(ValueError, match=r"input\.seed"):
+            operator(model=" seedream-v4-5\n", input={"prompt": "x", "seed": -1})
+        assert operator(model="seedream-v4-5\n").model == "seedream-v4-5"
+
+    def test_rendered_model_with_whitespace_resumes_instead_of_paying_again(self, sim_conn):
+        store = FakeStateStore()
+
+        def attempt() -> TaskDeferred:
+            op = operator(model="{{ params.model }}", deferrable=True, input={"prompt": "slow [sim:never]"})
+            op.model = "seedream-v4-5\n"  # what a template or Variable rendered
+            with pytest.raises(TaskDeferred) as info:
+                op.execute(make_context(store))
+            return info.value
+
+        before = creates(sim_conn)
+        first = attempt()
+        second = attempt()  # the Airflow retry
+        assert creates(sim_conn) == before + 1
+        assert first.trigger.serialize()[1]["liangxin_task_id"] == second.trigger.serialize()[1]["liangxin_task_id"]
+
+
+class TestBadValuesFailOnce:
+    @pytest.mark.parametrize(
+        ("kwargs", "name"),
+        [
+            ({"poll_interval": float("nan")}, "poll_interval"),
+            ({"poll_interval": float("inf")}, "poll_interval"),
+            ({"poll_interval": True}, "poll_interval"),
+            ({"timeout": float("inf")}, "timeout"),
+            ({"timeout": float("nan")}, "timeout"),
+            ({"request_timeout": float("inf")}, "request_timeout"),
+            ({"download_timeout": float("nan")}, "download_timeout"),
+            ({"max_error_duration": float("inf")}, "max_error_duration"),
+            ({"max_error_duration": -1}, "max_error_duration"),
+            ({"max_download_bytes": True}, "max_download_bytes"),
+            ({"retry": {"backoff_max": float("inf")}}, "backoff_max"),
+            ({"retry": {"max_wait_total": float("nan")}}, "max_wait_total"),
+            ({"retry": {"max_attempts": True}}, "max_attempts"),
+            ({"allow_private_result_hosts": "yes"}, "allow_private_result_hosts"),
+        ],
+    )
+    def test_non_finite_or_wrong_typed_numbers_fail_at_parse_time(self, kwargs, name):
+        with pytest.raises(ValueError, match=name):
+            operator(**kwargs)
+
+    def test_model_none_fails_at_parse_time(self):
+        with pytest.raises(ValueError, match="model must be a non-empty string"):
+            operator(model=None)
+
+    @pytest.mark.parametrize(
+        ("model", "input", "field"),
+        [
+            ("seedream-v4-5", {"prompt": "x", "seed": __import__("datetime").datetime(2026, 1, 1)}, "input.seed"),
+            ("seedream-v4-5", {"prompt": "x", "image_urls": {"https://a/b.png"}}, "input.image_urls"),
+            ("seedream-v4-5", {"prompt": "lone \ud800 surrogate"}, "input.prompt"),
+            ("seedream-v4-5", {"prompt": "x", "seed": float("nan")}, "input.seed"),
+            (None, {"prompt": "x"}, "model"),
+            ("   ", {"prompt": "x"}, "model"),
+        ],
+    )
+    def test_rendered_values_of_the_wrong_type_fail_once_naming_the_field(self, sim_conn, model, input, field):
+        op = operator(model="{{ params.model }}", input={"prompt": "{{ params.prompt }}"})
+        op.model, op.input = model, input  # what rendering (e.g. render_template_as_native_obj) produced
+        before = api_calls(sim_conn)
+        with pytest.raises(AirflowFailException, match=field):
+            op.execute(make_context(FakeStateStore()))
+        assert api_calls(sim_conn) == before
+
+
+class TestDeadlineInsideARequest:
+    def test_sync_wait_never_outlasts_its_timeout_inside_a_slow_request(self, sim_conn):
+        from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
+
+        input = {"prompt": "slow answers [sim:never]", "aspect_ratio": "16:9"}
+        hook = LiangxinHook()
+        try:
+            task_id = hook.create_task("seedream-v4-5", input)
+        finally:
+            hook.close()
+        store = FakeStateStore()
+        store.set(STATE_KEY, task_id)  # a retry: resume, then poll
+        sim_conn.set_faults({"slow_rate": 1.0, "slow_seconds": 4})
+        op = operator(input=input, timeout=1, request_timeout=30, retry={"max_attempts": 1})
+        started = time.monotonic()
+        with pytest.raises(AirflowException, match="Gave up waiting"):
+            op.execute(make_context(store))
+        assert time.monotonic() - started < 2.5  # not the 4 s the server takes to answer
+
+
+class TestErrorBudgetSync:
+    def test_outage_shorter_than_the_budget_is_ridden_out(self, scripted_conn):
+        from tests.support.scripted_server import Reply, ok, record
+
+        task_id = "task_seedream-v4-5_1"
+        store = FakeStateStore()
+        store.set(STATE_KEY, task_id)
+        outage = [Reply(500, {"code": 500, "msg": "upstream down", "data": None}, delay=0.05) for _ in range(8)]
+        scripted_conn.script(ok(record(task_id)), *outage, ok(record(task_id, "success")))
+        op = operator(input={"prompt": "a cat"}, max_error_duration=5, retry={"max_attempts": 1}, poll_interval=0.01)
+        assert op.execute(make_context(store))["state"] == "success"
+
+    def test_outage_longer_than_the_budget_fails_the_wait(self, scripted_conn):
+        from airflow_provider_liangxin.events import LiangxinTaskWaitException
+        from tests.support.scripted_server import Reply, ok, record
+
+        task_id = "task_seedream-v4-5_1"
+        store = FakeStateStore()
+        store.set(STATE_KEY, task_id)
+        outage = [Reply(500, {"code": 500, "msg": "upstream down", "data": None}, delay=0.1) for _ in range(30)]
+        scripted_conn.script(ok(record(task_id)), *outage)
+        op = operator(input={"prompt": "a cat"}, max_error_duration=0.5, retry={"max_attempts": 1}, poll_interval=0.01)
+        started = time.monotonic()
+        with pytest.raises(LiangxinTaskWaitException, match=r"max_error_duration=0\.5 s.*upstream down"):
+            op.execute(make_context(store))
+        assert time.monotonic() - started < 2
+
+
+class TestResultLink:
+    def test_no_link_and_no_xcom_read_before_a_task_exists(self, monkeypatch):
+        from airflow.providers.common.compat.sdk import XCom
+
+        from airflow_provider_liangxin.operators.liangxin import LiangxinResultLink
+
+        def no_xcom_reads(**kwargs):
+            raise AssertionError(f"XCom read: {kwargs}")  # would log "XCom not found" for a task that made none
+
+        monkeypatch.setattr(XCom, "get_value", no_xcom_reads)
+        assert LiangxinResultLink().get_link(operator(), ti_key=None) == ""
+
+    def test_link_follows_the_task(self, sim_conn):
+        from airflow_provider_liangxin.operators.liangxin import LiangxinResultLink
+
+        instant(sim_conn)
+        op = operator()
+        result = op.execute(make_context(FakeStateStore()))
+        assert LiangxinResultLink().get_link(op, ti_key=None) == result["result_urls"][0]
+
+    @pytest.mark.parametrize(
+        ("urls", "expected"),
+        [
+            (["javascript:alert(document.cookie)"], None),
+            (["data:text/html,<script>alert(1)</script>", "https://cdn.example/a.png"], "https://cdn.example/a.png"),
+            (["JAVASCRIPT://%0aalert(1)"], None),
+        ],
+    )
+    def test_non_web_result_urls_never_become_the_link(self, sim_conn, urls, expected):
+        from airflow_provider_liangxin._api import TaskRecord, TaskState
+        from airflow_provider_liangxin.operators.liangxin import LiangxinResultLink
+
+        op = operator()
+        ti = FakeTI()
+        record = TaskRecord(task_id="task_seedream-v4-5_9", model="seedream-v4-5", state=TaskState.SUCCESS)
+        record = TaskRecord(**{**record.__dict__, "result_urls": urls})
+        op._complete(make_context(ti=ti), record, op.hook)
+        assert ti.pushed_value(XCOM_RESULT_URL) == expected
+        assert LiangxinResultLink().get_link(op, ti_key=None) == (expected or "")
+
+    def test_deferred_failure_links_the_liangxin_task(self, sim_conn):
+        from airflow_provider_liangxin.operators.liangxin import LiangxinResultLink
+
+        op = operator(deferrable=True)
+        with pytest.raises(LiangxinTaskFailedException):
+            op.execute_complete(make_context(), make_event("fail", "task_seedream-v4-5_7", "x", None))
+        expected = f"{sim_conn.base_url}/api/v1/jobs/recordInfo?taskId=task_seedream-v4-5_7"
+        assert LiangxinResultLink().get_link(op, ti_key=None) == expected
+
+
+class TestKeyMaskedOnResume:
+    @pytest.mark.parametrize(
+        "event",
+        [
+            make_event("error", "t1", f"HTTP 401: bad header 'Bearer {TEST_KEY}'"),
+            make_event("fail", "t1", "x", None),
+        ],
+    )
+    def test_the_key_is_registered_with_the_masker_before_the_event_is_raised(self, sim_conn, monkeypatch, event):
+        import airflow_provider_liangxin.hooks.liangxin as hook_module
+
+        masked: list[str] = []
+        monkeypatch.setattr(hook_module, "mask_secret", masked.append)
+        with pytest.raises((LiangxinTaskWaitException, LiangxinTaskFailedException)) as info:
+            operator(deferrable=True).execute_complete(make_context(), event)
+        assert sim_conn.api_key in masked, f"raised {info.value!r} before registering the key"
+
+    def test_sensor_registers_the_key_too(self, sim_conn, monkeypatch):
+        import airflow_provider_liangxin.hooks.liangxin as hook_module
+        from airflow_provider_liangxin.sensors.liangxin import LiangxinTaskSensor
+
+        masked: list[str] = []
+        monkeypatch.setattr(hook_module, "mask_secret", masked.append)
+        sensor = LiangxinTaskSensor(task_id="s", liangxin_task_id="t1", deferrable=True)
+        with pytest.raises(Exception, match="Bearer"):
+            sensor.execute_complete(make_context(), make_event("error", "t1", f"echo: Bearer {sim_conn.api_key}"))
+        assert sim_conn.api_key in masked

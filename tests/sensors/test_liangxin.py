@@ -151,3 +151,57 @@ def test_soft_fail_applies_to_deferred_resume(sim_conn):
     s = sensor("t1", deferrable=True, soft_fail=True)
     with pytest.raises(AirflowSkipException):
         s.resume_execution("execute_complete", {"event": make_event("fail", "t1", "x")}, make_context())
+
+
+# --------------------------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"poke_interval": float("inf")}, "poke_interval"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"request_timeout": float("nan")}, "request_timeout"),
+        ({"request_timeout": True}, "request_timeout"),
+        ({"max_error_duration": float("inf")}, "max_error_duration"),
+        ({"retry": {"backoff_max": float("nan")}}, "backoff_max"),
+    ],
+)
+def test_non_finite_numbers_fail_at_parse_time(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        LiangxinTaskSensor(task_id="wait", liangxin_task_id="t1", **{"poke_interval": 1, "timeout": 60, **kwargs})
+
+
+def test_poke_never_outlasts_the_sensor_timeout_inside_a_slow_request(sim_conn):
+    task_id = create("slow answers [sim:never]")
+    sim_conn.set_faults({"slow_rate": 1.0, "slow_seconds": 4})
+    s = LiangxinTaskSensor(
+        task_id="wait",
+        liangxin_task_id=task_id,
+        poke_interval=0.05,
+        timeout=1,
+        request_timeout=30,
+        retry={"max_attempts": 1},
+    )
+    started = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout):
+        s.execute(make_context())
+    assert time.monotonic() - started < 2.5  # not the 4 s the server takes to answer
+
+
+def test_poke_mode_rides_out_an_outage_shorter_than_max_error_duration(scripted_conn):
+    from tests.support.scripted_server import Reply, ok, record
+
+    outage = [Reply(500, {"code": 500, "msg": "upstream down", "data": None}) for _ in range(10)]
+    scripted_conn.script(*outage, ok(record("task_seedream-v4-5_1", "success")))
+    s = sensor("task_seedream-v4-5_1", retry={"max_attempts": 1}, max_error_duration=5)
+    assert s.execute(make_context())["state"] == "success"
+
+
+def test_poke_mode_fails_an_outage_longer_than_max_error_duration(scripted_conn):
+    from tests.support.scripted_server import Reply
+
+    scripted_conn.script(*[Reply(500, {"code": 500, "msg": "upstream down", "data": None}, delay=0.2)] * 10)
+    s = sensor("task_seedream-v4-5_1", retry={"max_attempts": 1}, max_error_duration=0.5, soft_fail=True)
+    with pytest.raises(LiangxinTaskWaitException, match=r"max_error_duration=0\.5 s"):
+        s.execute(make_context())

@@ -223,3 +223,76 @@ class TestDeadlines:
         assert deadlines.passed(now + 2) == "the wait timeout has passed"
         assert deadlines.backstop(5).total_seconds() == pytest.approx(2 + 10 + 60, abs=1)
         assert Deadlines().backstop(5) is None
+
+
+# --------------------------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"poll_interval": float("nan")}, "poll_interval"),
+        ({"poll_interval": float("inf")}, "poll_interval"),
+        ({"poll_interval": True}, "poll_interval"),
+        ({"deadline": float("inf")}, "deadline"),
+        ({"execution_deadline": float("nan")}, "execution_deadline"),
+        ({"request_timeout": float("inf")}, "request_timeout"),
+        ({"max_error_duration": float("nan")}, "max_error_duration"),
+        ({"retry": {"backoff_initial": float("inf")}}, "backoff_initial"),
+        ({"retry": {"max_attempts": True}}, "max_attempts"),
+    ],
+)
+def test_non_finite_numbers_are_rejected_when_built(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        LiangxinTaskTrigger("t", **kwargs)
+
+
+def _outage(count: int, delay: float) -> list:
+    from tests.support.scripted_server import Reply
+
+    return [Reply(500, {"code": 500, "msg": "upstream down", "data": None}, delay=delay) for _ in range(count)]
+
+
+NO_RETRY = {"max_attempts": 1}
+
+
+async def test_outage_shorter_than_max_error_duration_is_ridden_out(scripted_conn):
+    """Many short failed polls (a count of 5 would have given up) inside a 5 s budget: the wait succeeds."""
+    from tests.support.scripted_server import ok, record
+
+    scripted_conn.script(*_outage(20, 0.0), ok(record("task_seedream-v4-5_1", "success")))
+    trigger = LiangxinTaskTrigger(
+        "task_seedream-v4-5_1", poll_interval=0.01, retry=NO_RETRY, max_error_duration=5, deadline=time.time() + 30
+    )
+    (event,) = await events_of(trigger)
+    assert event["status"] == "success"
+
+
+async def test_outage_longer_than_max_error_duration_is_an_error_event(scripted_conn):
+    """Few slow failed polls (a count of 5 would have waited on) beyond a 0.5 s budget: an error event."""
+    scripted_conn.script(*_outage(4, 0.3))
+    trigger = LiangxinTaskTrigger(
+        "task_seedream-v4-5_1", poll_interval=0.01, retry=NO_RETRY, max_error_duration=0.5, deadline=time.time() + 30
+    )
+    started = time.monotonic()
+    (event,) = await events_of(trigger)
+    assert event["status"] == "error"
+    assert "max_error_duration=0.5 s" in event["message"]
+    assert "upstream down" in event["message"]
+    assert time.monotonic() - started < 2
+    assert len(scripted_conn.requests) <= 3
+
+
+async def test_an_echoed_key_never_reaches_the_event(scripted_conn):
+    """A hostile server puts our Authorization header into its error text: the event (stored in the metadata DB,
+    read by the worker) carries ``***`` instead."""
+    from tests.conftest import TEST_API_KEY
+    from tests.support.scripted_server import Reply
+
+    scripted_conn.script(
+        Reply(401, {"code": 401, "msg": f"invalid token: Authorization: Bearer {TEST_API_KEY}", "data": None})
+    )
+    (event,) = await events_of(LiangxinTaskTrigger("task_seedream-v4-5_1", poll_interval=0.01, retry=NO_RETRY))
+    assert event["status"] == "error"
+    assert TEST_API_KEY not in json.dumps(event)
+    assert "Bearer ***" in event["message"]
