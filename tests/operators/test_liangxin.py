@@ -562,3 +562,57 @@ class TestKeyMaskedOnResume:
         with pytest.raises(Exception, match="Bearer"):
             sensor.execute_complete(make_context(), make_event("error", "t1", f"echo: Bearer {sim_conn.api_key}"))
         assert sim_conn.api_key in masked
+
+
+class TestPrivateResultHosts:
+    """A result URL on another private host (here: a second loopback server, not the API's) is refused unless the
+    operator (or the connection) opts in; the API's own host stays allowed (the simulator serves its images)."""
+
+    @staticmethod
+    def _record(url: str):
+        from airflow_provider_liangxin._api import TaskRecord, TaskState
+
+        return TaskRecord(
+            task_id="task_seedream-v4-5_42", model="seedream-v4-5", state=TaskState.SUCCESS, result_urls=[url]
+        )
+
+    @staticmethod
+    def _png() -> bytes:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4), "red").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def test_refused_by_default(self, sim_conn, scripted_server, tmp_path):
+        from airflow_provider_liangxin.exceptions import ResultDownloadError
+        from tests.support.scripted_server import Reply
+
+        scripted_server.script(Reply(200, self._png(), headers={"Content-Type": "image/png"}))
+        op = operator(output_path=str(tmp_path / "out"))
+        with pytest.raises(ResultDownloadError):
+            op._complete(make_context(), self._record(f"{scripted_server.base_url}/a.png"), op.hook)
+        assert scripted_server.requests == []
+
+    def test_allowed_with_the_operator_argument(self, sim_conn, scripted_server, tmp_path):
+        from tests.support.scripted_server import Reply
+
+        scripted_server.script(Reply(200, self._png(), headers={"Content-Type": "image/png"}))
+        op = operator(output_path=str(tmp_path / "out"), allow_private_result_hosts=True)
+        result = op._complete(make_context(), self._record(f"{scripted_server.base_url}/a.png"), op.hook)
+        assert result["stored"][0]["bytes"] == len(self._png())
+
+    def test_none_takes_the_connection_extra(self, simulator, scripted_server, tmp_path, monkeypatch):
+        from tests.conftest import liangxin_conn_json
+        from tests.support.scripted_server import Reply
+
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LIANGXIN_DEFAULT",
+            liangxin_conn_json(simulator.base_url, simulator.api_key, allow_private_result_hosts=True),
+        )
+        scripted_server.script(Reply(200, self._png(), headers={"Content-Type": "image/png"}))
+        op = operator(output_path=str(tmp_path / "out"))
+        result = op._complete(make_context(), self._record(f"{scripted_server.base_url}/a.png"), op.hook)
+        assert len(result["stored"]) == 1
