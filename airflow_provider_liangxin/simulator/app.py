@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_liangxin import __version__
 from airflow_provider_liangxin._api import CREATE_TASK_PATH, RECORD_INFO_PATH
@@ -20,7 +21,7 @@ from airflow_provider_liangxin.simulator.faults import FaultConfig
 from airflow_provider_liangxin.simulator.gate import DROP_KEY, TASK_ID_KEY, SimulatorGate
 from airflow_provider_liangxin.simulator.images import render_mp4_placeholder, render_png
 from airflow_provider_liangxin.simulator.lifecycle import SUCCESS
-from airflow_provider_liangxin.simulator.service import Simulator
+from airflow_provider_liangxin.simulator.service import Simulator, reject_json_constant
 from airflow_provider_liangxin.simulator.shapes import JSON_CONTENT_TYPE, Answer, business_error
 from airflow_provider_liangxin.simulator.state import dumps, now_ms
 
@@ -45,10 +46,26 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
     )
     app.state.simulator = simulator
     app.add_middleware(SimulatorGate, simulator=simulator)
+    _add_error_handlers(app)
     _add_api_routes(app, simulator)
     _add_file_routes(app, simulator)
     _add_admin_routes(app, simulator)
     return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Unknown routes, wrong methods and crashes answer in LiangXin's ``{code,msg,data}`` shape, not FastAPI's
+    ``{"detail": ...}``: clients parse one shape for every error the API side can produce."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        body = business_error(exc.status_code, str(exc.detail).lower())
+        return Response(body, exc.status_code, exc.headers, JSON_CONTENT_TYPE)
+
+    @app.exception_handler(Exception)
+    async def crash(_: Request, exc: Exception) -> Response:
+        # Starlette re-raises after this answer is sent, so uvicorn still logs the traceback.
+        return Response(business_error(500, "internal error"), 500, media_type=JSON_CONTENT_TYPE)
 
 
 async def _respond(request: Request, answer: Answer) -> Response:
@@ -73,7 +90,9 @@ def _add_api_routes(app: FastAPI, simulator: Simulator) -> None:
     @app.get(RECORD_INFO_PATH, tags=["api"], summary="Get a task's record")
     async def record_info(request: Request) -> Response:
         base_url = None if simulator.store.base_url else _request_base_url(request)
-        answer = simulator.record_info(request.query_params.get("taskId"), base_url)
+        answer = simulator.record_info(
+            request.query_params.get("taskId"), base_url, request.headers.get("authorization")
+        )
         return await _respond(request, answer)
 
 
@@ -108,7 +127,11 @@ def _add_admin_routes(app: FastAPI, simulator: Simulator) -> None:
     @app.post("/_sim/faults", tags=["admin"], summary="Replace the fault config (unknown keys are rejected)")
     async def set_faults(request: Request) -> Response:
         try:
-            faults = FaultConfig.from_dict(json.loads(await request.body() or b"{}"))
+            faults = FaultConfig.from_dict(
+                json.loads(await request.body() or b"{}", parse_constant=reject_json_constant)
+            )
+        except RecursionError:
+            return Response(business_error(400, "nested too deeply"), 400, media_type=JSON_CONTENT_TYPE)
         except (ValueError, TypeError) as exc:
             return Response(business_error(400, str(exc)), 400, media_type=JSON_CONTENT_TYPE)
         simulator.set_faults(faults)

@@ -1,15 +1,21 @@
 """``liangxin-simulator``: run the simulated LiangXin API from a shell, a Makefile or an e2e harness.
 
-Stops cleanly (exit code 0) on SIGTERM or Ctrl-C, so harnesses can tell a crash from a normal stop.
+Stops cleanly on SIGTERM or Ctrl-C: exit code 0, one "stopped" line, no traceback, the port released, so harnesses
+can tell a crash from a normal stop. A port already in use (or any other reason it cannot listen) is one line on
+stderr and exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
+import sqlite3
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,16 @@ def _durations(value: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {port}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liangxin-simulator",
@@ -57,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Prompt markers such as [sim:fail], [sim:429], [sim:drop] force one behaviour per request.",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port, 0 for any free one (default %(default)s)")
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="port, 0 for any free one (default %(default)s)"
+    )
     parser.add_argument(
         "--api-key",
         action="append",
@@ -100,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--callback-backoff", type=float, default=0.5, help="first retry delay in s, doubling (default %(default)s)"
     )
     parser.add_argument(
+        "--stop-on-stdin-close",
+        action="store_true",
+        help="stop when stdin closes, i.e. when the parent process holding the pipe exits or is killed "
+        "(SimulatorProcess uses this so no simulator outlives its owner)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -124,7 +148,47 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
+class _Stopper:
+    """Why and when to stop: SIGTERM, Ctrl-C, or the parent's end of stdin closing (``--stop-on-stdin-close``).
+
+    Installed before anything slow happens, so a signal during startup stops the server as soon as it runs
+    instead of killing the process with a traceback. uvicorn installs its own handlers while it serves and
+    re-raises the signal it caught once it has shut down; landing here, that becomes a normal exit 0.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.server: uvicorn.Server | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop(signal.Signals(signum).name)
+
+    def stop(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def watch_stdin(self) -> None:
+        """Stop when stdin reaches EOF: the parent process that holds the pipe has exited or was killed."""
+
+        def watch() -> None:
+            # os.read on the raw fd: a daemon thread blocked inside sys.stdin's buffered reader would abort
+            # the interpreter at exit (it cannot take the reader's lock).
+            with contextlib.suppress(OSError):
+                while os.read(0, 4096):
+                    pass
+            self.stop("stdin closed: the parent process is gone")
+
+        threading.Thread(target=watch, name="liangxin-simulator-stdin", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stopper = _Stopper()
+    stopper.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -134,16 +198,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    app = create_app(config)
-    sock = bind_socket(args.host, args.port)
+    try:
+        app = create_app(config)
+        sock = bind_socket(args.host, args.port)
+    except (OSError, OverflowError, sqlite3.Error) as exc:
+        # One line, no traceback: the usual causes (port taken, bad host, unwritable --db) need no stack.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"liangxin-simulator: cannot start on {args.host}:{args.port}: {reason}", file=sys.stderr, flush=True)
+        return 1
     port = int(sock.getsockname()[1])
     url = url_for(args.host, port)
     simulator_of(app).store.base_url = config.public_base_url or url
-    server = uvicorn.Server(uvicorn_config(app, log_level=args.log_level))
-
-    # uvicorn re-raises the signal it caught once it has shut down; a no-op handler turns that into exit 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
+    server = stopper.server = uvicorn.Server(uvicorn_config(app, log_level=args.log_level))
+    if stopper.reason:  # a signal arrived during startup
+        server.should_exit = True
+    if args.stop_on_stdin_close:
+        stopper.watch_stdin()
 
     print(f"LiangXin simulator listening on {url}", flush=True)
     if DEV_API_KEY in config.api_keys:
@@ -151,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"{len(config.api_keys)} API key(s) configured (not shown)", flush=True)
     server.run(sockets=[sock])
+    sock.close()
+    print(f"LiangXin simulator on {url} stopped ({stopper.reason or 'shut down'})", flush=True)
     return 0
 
 

@@ -7,6 +7,7 @@ Three ways in, one vocabulary: a :class:`FaultConfig` (config object, CLI ``--fa
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Mapping
@@ -14,6 +15,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from airflow_provider_liangxin.simulator.lifecycle import parse_durations
+
+#: The longest ``slow_seconds``: a slow answer is a fault to watch, not a hung connection.
+MAX_SLOW_SECONDS = 3600.0
 
 #: Fractions in [0, 1]; each is one independent seeded draw where it applies.
 RATE_KEYS: tuple[str, ...] = (
@@ -37,8 +41,15 @@ MODEL_RULE_KEYS: frozenset[str] = frozenset(
 DEFAULT_FAIL_CODE = "500"
 DEFAULT_FAIL_MSG = "simulated generation failure"
 
-_MARKER = re.compile(r"\[sim:([a-z0-9]+)((?::[^:\]]*){0,2})\]", re.IGNORECASE)
+_MARKER = re.compile(r"\[sim:([a-z0-9-]+)((?::[^:\]]*){0,2})\]", re.IGNORECASE)
 _STATUS_MARKERS = {"403": 403, "422": 422, "429": 429, "500": 500}
+#: Markers without arguments, by the PromptMarkers field they set.
+_FLAG_MARKERS = {"slow": "slow", "drop": "drop", "never": "never", "echo-auth": "echo_auth"}
+
+
+def _is_number(value: Any) -> bool:
+    """A real, finite number: JSON's NaN/Infinity literals and booleans are not durations or rates."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -71,16 +82,40 @@ class FaultConfig:
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_numbers()
+        self._normalise_lists_and_texts()
+        self._check_models()
+
+    def _check_numbers(self) -> None:
+        """Finite, in range, of the right type: a NaN that got in would break every later createTask."""
         for key in RATE_KEYS:
             value = getattr(self, key)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            if not _is_number(value) or not 0 <= value <= 1:
                 raise ValueError(f"{key} must be a number in [0, 1], got {value!r}")
-        if self.slow_seconds < 0:
-            raise ValueError("slow_seconds must be >= 0")
+        if not _is_number(self.slow_seconds) or not 0 <= self.slow_seconds <= MAX_SLOW_SECONDS:
+            raise ValueError(
+                f"slow_seconds must be a finite number in [0, {MAX_SLOW_SECONDS:g}], got {self.slow_seconds!r}"
+            )
+        if not isinstance(self.retry_after, int) or isinstance(self.retry_after, bool) or self.retry_after < 0:
+            raise ValueError(f"retry_after must be an integer >= 0, got {self.retry_after!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.durations is not None:
             object.__setattr__(self, "durations", parse_durations(self.durations))
+
+    def _normalise_lists_and_texts(self) -> None:
+        if not isinstance(self.fail_code, str | int) or isinstance(self.fail_code, bool):
+            raise ValueError(f"fail_code must be a string, got {self.fail_code!r}")
+        if not isinstance(self.fail_msg, str):
+            raise ValueError(f"fail_msg must be a string, got {self.fail_msg!r}")
         object.__setattr__(self, "fail_code", str(self.fail_code))
+        if isinstance(self.unpriced_models, str) or not all(isinstance(m, str) for m in self.unpriced_models):
+            raise ValueError(f"unpriced_models must be a list of model names, got {self.unpriced_models!r}")
         object.__setattr__(self, "unpriced_models", tuple(self.unpriced_models))
+
+    def _check_models(self) -> None:
+        if not isinstance(self.models, Mapping):
+            raise ValueError(f"models must be an object, got {type(self.models).__name__}")
         for model, rule in self.models.items():
             if not isinstance(rule, Mapping):
                 raise ValueError(f"models[{model!r}] must be an object")
@@ -126,6 +161,8 @@ class PromptMarkers:
     slow: bool = False
     drop: bool = False
     never: bool = False
+    #: recordInfo answers 401 with the request's Authorization header in the message (a hostile server).
+    echo_auth: bool = False
 
 
 NO_MARKERS = PromptMarkers()
@@ -135,25 +172,19 @@ def parse_markers(prompt: Any) -> PromptMarkers:
     """Read every marker of a prompt; unknown markers are ignored so real prompts can never break."""
     if not isinstance(prompt, str) or "[sim:" not in prompt.lower():
         return NO_MARKERS
-    status: int | None = None
-    fail: tuple[str, str] | None = None
-    slow = drop = never = False
+    found: dict[str, Any] = {}
     for match in _MARKER.finditer(prompt):
         name = match.group(1).lower()
         args = match.group(2).split(":")[1:] if match.group(2) else []
         if name in _STATUS_MARKERS:
-            status = _STATUS_MARKERS[name]
+            found["status"] = _STATUS_MARKERS[name]
         elif name == "fail":
             code = args[0].strip() if args and args[0].strip() else DEFAULT_FAIL_CODE
             msg = args[1].strip() if len(args) > 1 and args[1].strip() else DEFAULT_FAIL_MSG
-            fail = (code, msg)
-        elif name == "slow":
-            slow = True
-        elif name == "drop":
-            drop = True
-        elif name == "never":
-            never = True
-    return PromptMarkers(status=status, fail=fail, slow=slow, drop=drop, never=never)
+            found["fail"] = (code, msg)
+        elif name in _FLAG_MARKERS:
+            found[_FLAG_MARKERS[name]] = True
+    return PromptMarkers(**found)
 
 
 class FaultDice:

@@ -8,6 +8,7 @@ times are absolute a task restored from SQLite after a restart simply continues 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from typing import Any, NamedTuple
 
@@ -18,6 +19,9 @@ QUEUING = TaskState.QUEUING.value
 GENERATING = TaskState.GENERATING.value
 SUCCESS = TaskState.SUCCESS.value
 FAIL = TaskState.FAIL.value
+
+#: Longest phase a task may be given (one year): bounds the epoch-ms arithmetic and the SQLite integers.
+MAX_PHASE_SECONDS = 365 * 86400.0
 
 
 def parse_durations(value: Any) -> tuple[float, float, float]:
@@ -35,8 +39,9 @@ def parse_durations(value: Any) -> tuple[float, float, float]:
         w, q, g = (float(p) for p in parts)
     except (TypeError, ValueError):
         raise ValueError(f"durations must be numbers, got {value!r}") from None
-    if min(w, q, g) < 0:
-        raise ValueError(f"durations must be >= 0, got {value!r}")
+    if not all(math.isfinite(d) and 0 <= d <= MAX_PHASE_SECONDS for d in (w, q, g)):
+        # NaN would pass a plain ">= 0" and poison every task's times; "forever" is the [sim:never] marker.
+        raise ValueError(f"durations must be finite numbers in [0, {MAX_PHASE_SECONDS:g}] seconds, got {value!r}")
     return (w, q, g)
 
 

@@ -30,12 +30,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     height INTEGER NOT NULL,
     content_key TEXT NOT NULL,
     video INTEGER NOT NULL,
-    callback_state TEXT NOT NULL
+    callback_state TEXT NOT NULL,
+    echo_auth INTEGER NOT NULL DEFAULT 0
 )
 """
 _COLUMNS = (
     "task_id, model, param, created_ms, lengths, outcome, fail_code, fail_msg, callback_url, slow, width, "
-    "height, content_key, video, callback_state"
+    "height, content_key, video, callback_state, echo_auth"
 )
 
 
@@ -48,10 +49,13 @@ class TaskDB:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(tasks)")}
+        if "echo_auth" not in columns:  # a database written before the column existed
+            self._conn.execute("ALTER TABLE tasks ADD COLUMN echo_auth INTEGER NOT NULL DEFAULT 0")
 
     def insert(self, task: Task) -> None:
         self._conn.execute(
-            f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 task.task_id,
                 task.model,
@@ -68,6 +72,7 @@ class TaskDB:
                 task.content_key,
                 int(task.video),
                 task.callback_state,
+                int(task.echo_auth),
             ),
         )
 
@@ -77,7 +82,7 @@ class TaskDB:
     def load(self) -> Iterator[Task]:
         for row in self._conn.execute(f"SELECT {_COLUMNS} FROM tasks ORDER BY created_ms"):
             (task_id, model, param, created_ms, lengths, outcome, fail_code, fail_msg, callback_url, slow) = row[:10]
-            width, height, content_key, video, callback_state = row[10:]
+            width, height, content_key, video, callback_state, echo_auth = row[10:]
             yield Task(
                 task_id=task_id,
                 model=model,
@@ -94,6 +99,7 @@ class TaskDB:
                 content_key=content_key,
                 video=bool(video),
                 callback_state=callback_state,
+                echo_auth=bool(echo_auth),
             )
 
     def clear(self) -> None:

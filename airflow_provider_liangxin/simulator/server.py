@@ -7,6 +7,7 @@ and the result URLs can name the server's real address from the first request on
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,8 @@ from airflow_provider_liangxin.simulator.config import DEFAULT_HOST, DEV_API_KEY
 from airflow_provider_liangxin.simulator.faults import FaultConfig
 from airflow_provider_liangxin.simulator.service import Simulator
 from airflow_provider_liangxin.simulator.transport import protocol_class
+
+logger = logging.getLogger("airflow_provider_liangxin.simulator")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -115,23 +118,38 @@ class SimulatorServer:
             target=self._server.run, kwargs={"sockets": [sock]}, name="liangxin-simulator", daemon=True
         )
         self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                sock.close()
-                raise RuntimeError("the LiangXin simulator did not start")
-            time.sleep(0.01)
-        self._client = httpx.Client(base_url=self.base_url, timeout=10.0)
+        try:
+            deadline = time.monotonic() + timeout
+            while not self._server.started:
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError("the LiangXin simulator did not start")
+                time.sleep(0.01)
+            self._client = httpx.Client(base_url=self.base_url, timeout=10.0)
+        except BaseException:  # Ctrl-C while starting included: leave no thread or port behind
+            self.stop()
+            sock.close()
+            raise
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Shut uvicorn down and wait for its thread; open client connections get ``timeout_graceful_shutdown``.
+
+        Called from ``__exit__``, so Ctrl-C (KeyboardInterrupt) in the ``with`` block stops the server too. A
+        signal that ends the whole process ends this daemon thread with it, and the kernel frees the port.
+        """
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout)
+        server, thread = self._server, self._thread
         self._server = self._thread = None
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout)
+        logger.info("LiangXin simulator on %s stopped", self.base_url)
 
     def __enter__(self) -> SimulatorServer:
         return self.start()
@@ -185,7 +203,10 @@ def run_simulator(
 class SimulatorProcess:
     """``python -m airflow_provider_liangxin.simulator`` as a child process, stopped with SIGTERM.
 
-    Output goes to ``log_path`` (a temp file unless given) so a chatty INFO log can never fill a pipe.
+    Output goes to ``log_path`` so a chatty INFO log can never fill a pipe; without one, a temporary log file is
+    used and removed again after a clean stop. The child runs with ``--stop-on-stdin-close`` and this object
+    holds its stdin: if the owning process dies in any way (SIGTERM, SIGKILL, a crash) the pipe closes and the
+    simulator stops itself, so it never outlives its owner or keeps its port.
     """
 
     def __init__(
@@ -203,6 +224,7 @@ class SimulatorProcess:
         self.port = port or free_port(host)
         self.api_key = api_key
         self.args = [*args]
+        self._own_log = log_path is None
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="liangxin-sim-", suffix=".log")[1])
         self.env = {**os.environ, **(env or {})}
         self.python = python
@@ -221,19 +243,30 @@ class SimulatorProcess:
             self.host,
             "--port",
             str(self.port),
+            "--stop-on-stdin-close",
             *self.args,
         ]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:  # not ready, or Ctrl-C while waiting: no child left behind
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the simulator exited with {self.process.returncode}; see {self.log_path}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base_url}/_sim/health", timeout=1.0).status_code == 200:
-                    return self
+                    return
             if time.monotonic() > deadline:
-                self.stop()
                 raise RuntimeError(f"the simulator did not become ready; see {self.log_path}")
             time.sleep(0.05)
 
@@ -248,6 +281,11 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        if self._own_log and self.process.returncode == 0:
+            self.log_path.unlink(missing_ok=True)
         return self.process.returncode
 
     def __enter__(self) -> SimulatorProcess:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +48,78 @@ from airflow_provider_liangxin.simulator.stats import Stats
 logger = logging.getLogger("airflow_provider_liangxin.simulator")
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+#: Deeper JSON is refused with a 400 before anything walks it (Python's parser and encoder recurse).
+MAX_JSON_DEPTH = 64
+
+
+def reject_json_constant(name: str) -> Any:
+    """``json.loads(parse_constant=...)``: NaN and Infinity are Python extensions, not JSON."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Nesting depth over ``limit``, measured without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """A createTask body that is well-formed enough to judge: an object with a model name and an input object."""
+
+    model: str
+    input: dict[str, Any]
+    callback_url: Any
+    #: The body re-serialised: what recordInfo echoes as ``param``.
+    param: str
+
+    @classmethod
+    def parse(cls, raw: bytes) -> CreateRequest | Answer:
+        """The request, or the 400 LiangXin answers for a body it cannot read."""
+        decoded = _decode_json_object(raw)
+        if isinstance(decoded, Answer):
+            return decoded
+        body, param = decoded
+        model = body.get("model")
+        if model is None or (isinstance(model, str) and not model.strip()):
+            return bad_request("model is required")
+        if not isinstance(model, str):
+            return bad_request("model must be a string")
+        inp = body.get("input")
+        if inp is None:
+            return bad_request("input is required")
+        if not isinstance(inp, dict):
+            return bad_request("input must be a JSON object")
+        callback_url = body.get("callBackUrl")
+        return cls(model, inp, None if callback_url in (None, "") else callback_url, param)
+
+
+def _decode_json_object(raw: bytes) -> tuple[dict[str, Any], str] | Answer:
+    """The body as a dict plus its canonical re-serialisation, or a 400 for what strict JSON parsers reject:
+    bad syntax, NaN/Infinity, nesting deep enough to exhaust a recursive parser, lone surrogate escapes."""
+    try:
+        body = json.loads(raw, parse_constant=reject_json_constant) if raw else None
+    except RecursionError:
+        return bad_request("request body must be valid JSON: nested too deeply")
+    except ValueError:
+        return bad_request("request body must be valid JSON")
+    if not isinstance(body, dict):
+        return bad_request("request body must be a JSON object")
+    if _too_deep(body):
+        return bad_request(f"request body must be valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return body, dumps(body).decode()
+    except UnicodeEncodeError:
+        return bad_request("request body must be valid UTF-8 JSON: a string holds a lone surrogate escape")
 
 
 class Simulator:
@@ -97,65 +170,62 @@ class Simulator:
     # ---------------------------------------------------------------------------------------- createTask
 
     def create_task(self, raw: bytes) -> Answer:
-        """Gateway faults first (as new-api would), then validation, then upstream faults, then the task."""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            return bad_request("request body must be valid JSON")
-        if not isinstance(body, dict):
-            return bad_request("request body must be a JSON object")
-        model = body.get("model")
-        if model is None or (isinstance(model, str) and not model.strip()):
-            return bad_request("model is required")
-        if not isinstance(model, str):
-            return bad_request("model must be a string")
-        inp = body.get("input")
-        if inp is None:
-            return bad_request("input is required")
-        if not isinstance(inp, dict):
-            return bad_request("input must be a JSON object")
+        """Gateway faults first (as new-api would), then validation, then upstream faults, then the task.
 
-        markers = parse_markers(inp.get("prompt"))
-        faults = self.dice.for_model(model)
+        The dice are rolled in this fixed order (and only when no marker decides first), so a seeded load test
+        injects the same faults for the same request sequence.
+        """
+        request = CreateRequest.parse(raw)
+        if isinstance(request, Answer):
+            return request
+        markers = parse_markers(request.input.get("prompt"))
+        faults = self.dice.for_model(request.model)
+        delay = faults.slow_seconds if markers.slow or self.dice.roll(faults.slow_rate) else 0.0
+        refusal = (
+            self._gateway_fault(markers, faults, delay)
+            or self._rejection(request, faults, delay)
+            or self._upstream_fault(markers, faults, delay)
+        )
+        if refusal is not None:
+            return refusal
+        task = self._new_task(request, markers, faults)
+        body = dumps({"code": 200, "msg": "success", "data": {"taskId": task.task_id}})
+        return Answer(200, body, None, task.task_id, delay)
+
+    def _gateway_fault(self, markers: PromptMarkers, faults: FaultConfig, delay: float) -> Answer | None:
+        """What new-api answers before the request reaches LiangXin: a drop, a quota error, a rate limit."""
         roll = self.dice.roll
-        delay = faults.slow_seconds if markers.slow or roll(faults.slow_rate) else 0.0
         if markers.drop or roll(faults.drop_rate):
             return Answer(0, delay=delay, drop=True)
         if markers.status == 403 or roll(faults.quota_error_rate):
             return self._quota_error(delay)
         if markers.status == 429 or roll(faults.rate_limit_rate):
             return self._rate_limited(faults, delay)
+        return None
 
+    def _rejection(self, request: CreateRequest, faults: FaultConfig, delay: float) -> Answer | None:
+        """LiangXin's own 400s: invalid input, an unpriced model, a callback URL it will not call."""
         try:
-            validate_input(model, inp, strict=True)
+            validate_input(request.model, request.input, strict=True)
         except InputValidationError as exc:
             return Answer(400, business_error(400, "; ".join(exc.problems)), delay=delay)
-        if model in faults.unpriced_models:
-            return Answer(400, business_error(400, f"no price configured for model {model}"), delay=delay)
-        callback_url = body.get("callBackUrl")
-        if callback_url not in (None, "") and not self._callback_allowed(callback_url):
+        if request.model in faults.unpriced_models:
+            return Answer(400, business_error(400, f"no price configured for model {request.model}"), delay=delay)
+        if request.callback_url is not None and not self._callback_allowed(request.callback_url):
             return Answer(400, business_error(400, "callBackUrl must be a public https URL"), delay=delay)
+        return None
 
+    def _upstream_fault(self, markers: PromptMarkers, faults: FaultConfig, delay: float) -> Answer | None:
+        roll = self.dice.roll
         if markers.status == 422 or roll(faults.upstream_error_rate):
             msg = "upstream validation failed: the provider rejected the request (simulated)"
             return Answer(422, business_error(422, msg), delay=delay)
         if markers.status == 500 or roll(faults.create_error_rate):
             return Answer(500, business_error(500, "simulated internal error"), delay=delay)
+        return None
 
-        task = self._new_task(model, inp, body, callback_url or None, markers, faults)
-        return Answer(
-            200, dumps({"code": 200, "msg": "success", "data": {"taskId": task.task_id}}), None, task.task_id, delay
-        )
-
-    def _new_task(
-        self,
-        model: str,
-        inp: dict[str, Any],
-        body: dict[str, Any],
-        callback_url: str | None,
-        markers: PromptMarkers,
-        faults: FaultConfig,
-    ) -> Task:
+    def _new_task(self, request: CreateRequest, markers: PromptMarkers, faults: FaultConfig) -> Task:
+        model, inp, callback_url = request.model, request.input, request.callback_url
         created = now_ms()
         task_id = self.store.new_task_id(model, created)
         lengths = phase_lengths_ms(
@@ -172,7 +242,7 @@ class Simulator:
         task = Task(
             task_id=task_id,
             model=model,
-            param=dumps(body).decode(),
+            param=request.param,
             created_ms=created,
             lengths=lengths,
             outcome=outcome,
@@ -186,6 +256,7 @@ class Simulator:
             content_key=content_key(str(inp.get("prompt") or ""), seed if seed is not None else task_id).hex(),
             video=is_video_model(model),
             callback_state=CALLBACK_PENDING if callback_url and outcome != OUTCOME_NEVER else CALLBACK_NONE,
+            echo_auth=markers.echo_auth,
         )
         self.store.add(task)
         self.stats.created_per_model[model] += 1
@@ -229,11 +300,15 @@ class Simulator:
 
     # ---------------------------------------------------------------------------------------- recordInfo
 
-    def record_info(self, task_id: str | None, base_url: str | None = None) -> Answer:
+    def record_info(self, task_id: str | None, base_url: str | None = None, authorization: str | None = None) -> Answer:
         """The hot path: one dict lookup, a few no-op dice when no faults are set, a cached body."""
         if not task_id:
             return bad_request("taskId is required")
         task = self.store.get(task_id)
+        if task is not None and task.echo_auth:
+            # A hostile gateway: echoes the caller's credentials back (clients must mask them in what they log).
+            message = f"invalid token (received Authorization: {authorization or '<none>'})"
+            return Answer(401, gateway_error(message), task_id=task_id)
         faults = self.dice.for_model(task.model if task is not None else None)
         roll = self.dice.roll
         delay = faults.slow_seconds if (task is not None and task.slow) or roll(faults.slow_rate) else 0.0

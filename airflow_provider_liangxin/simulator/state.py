@@ -60,6 +60,8 @@ class Task:
     content_key: str = ""
     video: bool = False
     callback_state: str = CALLBACK_NONE
+    #: ``[sim:echo-auth]``: recordInfo answers 401 echoing the caller's Authorization header.
+    echo_auth: bool = False
     _cache_key: tuple[str, int | None] | None = field(default=None, repr=False)
     _cache_body: bytes = field(default=b"", repr=False)
 
