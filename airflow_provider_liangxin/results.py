@@ -673,10 +673,9 @@ def store_results(
     policy = RetryPolicy.from_kwargs(retry)
     destination = _Destination.prepare(output_path, task.task_id)
 
-    stored: list[dict[str, Any]] = []
     with _download_client(timeout, verify_ssl) as client:
-        for index, url in enumerate(task.result_urls):
-            download = _Download(
+        downloads = [
+            _Download(
                 client,
                 task_id=task.task_id,
                 index=index,
@@ -685,27 +684,32 @@ def store_results(
                 timeout=timeout,
                 destinations=destinations,
             )
-            fetched, target = destination.store(download, policy)
-            path = _path_uri(target)
-            sidecar_path = destination.write_sidecar(index, _sidecar(task, url, path, fetched))
-            log.info(
-                "Stored result %d/%d of LiangXin task %s at %s (%d bytes, sha256 %s…)",
-                index + 1,
-                len(task.result_urls),
-                task.task_id,
-                path,
-                fetched.size,
-                fetched.sha256[:12],
-            )
-            stored.append(
-                {
-                    "index": index,
-                    "path": path,
-                    "sidecar": _path_uri(sidecar_path),
-                    "source_url": url,
-                    "content_type": fetched.content_type,
-                    "bytes": fetched.size,
-                    "sha256": fetched.sha256,
-                }
-            )
-    return stored
+            for index, url in enumerate(task.result_urls)
+        ]
+        # One by one, in order: a failure keeps the files stored before it (an Airflow retry redoes them all).
+        return [_store_one(destination, download, task, policy) for download in downloads]
+
+
+def _store_one(destination: _Destination, download: _Download, task: TaskRecord, policy: RetryPolicy) -> dict[str, Any]:
+    """Download one result, store it and its sidecar, log one line; the ``stored`` entry for it."""
+    fetched, target = destination.store(download, policy)
+    path = _path_uri(target)
+    sidecar_path = destination.write_sidecar(download.index, _sidecar(task, download.url, path, fetched))
+    log.info(
+        "Stored result %d/%d of LiangXin task %s at %s (%d bytes, sha256 %s…)",
+        download.index + 1,
+        len(task.result_urls),
+        task.task_id,
+        path,
+        fetched.size,
+        fetched.sha256[:12],
+    )
+    return {
+        "index": download.index,
+        "path": path,
+        "sidecar": _path_uri(sidecar_path),
+        "source_url": download.url,
+        "content_type": fetched.content_type,
+        "bytes": fetched.size,
+        "sha256": fetched.sha256,
+    }
