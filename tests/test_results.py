@@ -523,3 +523,11 @@ def test_transient_storage_error_is_not_turned_into_a_permanent_one(tmp_path, mo
     monkeypatch.setattr(results, "open", flaky_open, raising=False)
     with pytest.raises(ConnectionResetError):
         results.check_output_path(str(tmp_path / "out"))
+
+
+def test_importing_the_module_loads_no_http_storage_or_airflow_library():
+    """What the module docstring promises: the heavy imports happen inside the functions that need them."""
+    heavy = ["httpx", "tenacity", "fsspec", "upath", "airflow", "aiohttp", "airflow_provider_liangxin.hooks"]
+    code = f"import sys, airflow_provider_liangxin.results; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
