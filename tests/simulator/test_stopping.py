@@ -214,8 +214,10 @@ def test_a_simulator_that_cannot_start_keeps_its_log_and_leaves_no_process() -> 
 # ----------------------------------------------------------------------------------- run_simulator owners
 
 IN_PROCESS = """
-import signal, threading
+import logging, signal, threading
 from airflow_provider_liangxin.simulator import run_simulator
+
+logging.basicConfig(level="INFO", format="%(message)s")
 
 try:
     with run_simulator() as sim:
@@ -236,7 +238,7 @@ def test_ctrl_c_in_a_run_simulator_block_stops_the_server_on_the_way_out() -> No
 
     assert owner.returncode == 0
     assert out.strip() == "threads left: []"
-    assert "Traceback" not in err
+    assert err.strip().splitlines() == [f"LiangXin simulator on http://{HOST}:{port} stopped"]
     assert port_is_free(port)
 
 
