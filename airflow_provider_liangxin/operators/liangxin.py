@@ -35,6 +35,7 @@ from airflow_provider_liangxin.events import (
     settle_record,
     timed_out,
     wait_error,
+    without_secret,
 )
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.models import InputValidationError, validate_input
@@ -452,12 +453,13 @@ class LiangxinCreateTaskOperator(BaseOperator):
         """Resume after the trigger fired: validate the event, then finish like the sync path.
 
         The connection is resolved first, whatever the event says: that registers the API key with Airflow's
-        secrets masker in this process, so an error text a hostile server built from our Authorization header is
-        masked when it is raised and logged here (the triggerer masked only its own log).
+        secrets masker in this process, and the key is taken out of the event's text, so an error a hostile server
+        built from our Authorization header is neither logged nor raised with it (the triggerer masked only its own
+        log, and the scheduler's copy of a task's log lines is not masked at all).
         """
         hook = self.hook
         try:
-            self._register_key(hook)
+            event = without_secret(event, self._register_key(hook))
             task_id = event.get("task_id") if isinstance(event, Mapping) else None
             if task_id:
                 self._liangxin_task_id = str(task_id)
@@ -467,11 +469,13 @@ class LiangxinCreateTaskOperator(BaseOperator):
         finally:
             hook.close()
 
-    def _register_key(self, hook: LiangxinHook) -> None:
+    def _register_key(self, hook: LiangxinHook) -> str | None:
+        """Resolve the connection (which calls ``mask_secret`` on the key) and return the key, to scrub it."""
         try:
-            hook.settings  # noqa: B018 - resolving the connection calls mask_secret on the key
+            return hook.settings.api_key
         except Exception as exc:
             self.log.warning("Connection %r could not be resolved: %s", self.liangxin_conn_id, exc)
+            return None
 
     def _complete(self, context: Context, record: TaskRecord, hook: LiangxinHook) -> dict[str, Any]:
         from airflow_provider_liangxin.results import redact_url

@@ -38,6 +38,7 @@ from airflow_provider_liangxin.events import (
     settle_record,
     timed_out,
     wait_error,
+    without_secret,
 )
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
@@ -181,18 +182,19 @@ class LiangxinTaskSensor(BaseSensorOperator):
         ``soft_fail``/``never_fail`` to the Airflow ones, and ``never_fail`` is applied here to a wait error.
 
         The connection is resolved first, so the API key is registered with Airflow's secrets masker in this
-        process before any event text (which a hostile server may have built from our Authorization header) is
-        raised or logged.
+        process, and taken out of the event's text (a hostile server may have built it from our Authorization
+        header) before anything is raised or logged: the scheduler's copy of task logs is not masked.
         """
         hook = self.hook
+        key = None
         try:
-            hook.settings  # noqa: B018 - resolving the connection calls mask_secret on the key
+            key = hook.settings.api_key  # resolving the connection calls mask_secret on the key
         except Exception as exc:
             self.log.warning("Connection %r could not be resolved: %s", self.liangxin_conn_id, exc)
         finally:
             hook.close()
         try:
-            return record_from_event(event, sensor=True).to_dict()
+            return record_from_event(without_secret(event, key), sensor=True).to_dict()
         except LiangxinTaskWaitException as exc:
             if self.never_fail:
                 raise AirflowSkipException(f"Skipping (never_fail): {exc}") from exc

@@ -26,6 +26,7 @@ from airflow_provider_liangxin.events import (
     event_for_record,
     make_event,
     normalize_retry,
+    without_secret,
 )
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 
@@ -177,22 +178,12 @@ class LiangxinTaskTrigger(BaseTrigger):
 
 
 def _without_key(value: Any, hook: LiangxinHook) -> Any:
-    """``value`` with the connection's API key replaced by ``***`` in every string (no-op before resolution)."""
+    """``value`` with the connection's API key replaced (no-op before the connection was resolved)."""
     try:
         key = hook.settings_or_raise().api_key
     except LiangxinError:
         return value
-    return _replace(value, key) if key else value
-
-
-def _replace(value: Any, key: str) -> Any:
-    if isinstance(value, str):
-        return value.replace(key, "***")
-    if isinstance(value, Mapping):
-        return {k: _replace(v, key) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_replace(v, key) for v in value]
-    return value
+    return without_secret(value, key)
 
 
 __all__ = ["LiangxinTaskTrigger"]

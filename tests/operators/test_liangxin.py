@@ -18,7 +18,6 @@ from airflow_provider_liangxin.operators.liangxin import (
     LiangxinCreateTaskOperator,
 )
 from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
-from tests.conftest import TEST_API_KEY as TEST_KEY
 from tests.conftest import api_calls
 from tests.support.airflow_context import FakeStateStore, FakeTI, make_context
 
@@ -536,21 +535,20 @@ class TestResultLink:
 
 
 class TestKeyMaskedOnResume:
-    @pytest.mark.parametrize(
-        "event",
-        [
-            make_event("error", "t1", f"HTTP 401: bad header 'Bearer {TEST_KEY}'"),
-            make_event("fail", "t1", "x", None),
-        ],
-    )
-    def test_the_key_is_registered_with_the_masker_before_the_event_is_raised(self, sim_conn, monkeypatch, event):
+    @pytest.mark.parametrize("status", ["error", "fail"])
+    def test_the_key_is_masked_and_scrubbed_before_the_event_is_raised(self, sim_conn, monkeypatch, status):
         import airflow_provider_liangxin.hooks.liangxin as hook_module
 
         masked: list[str] = []
         monkeypatch.setattr(hook_module, "mask_secret", masked.append)
+        echoed = f"invalid token (received Authorization: Bearer {sim_conn.api_key})"
+        event = make_event(status, "t1", echoed)
+        event["record"] = {"fail_code": "401", "fail_msg": echoed} if status == "fail" else None
         with pytest.raises((LiangxinTaskWaitException, LiangxinTaskFailedException)) as info:
             operator(deferrable=True).execute_complete(make_context(), event)
         assert sim_conn.api_key in masked, f"raised {info.value!r} before registering the key"
+        assert sim_conn.api_key not in str(info.value)
+        assert "Bearer ***" in str(info.value)
 
     def test_sensor_registers_the_key_too(self, sim_conn, monkeypatch):
         import airflow_provider_liangxin.hooks.liangxin as hook_module
@@ -559,9 +557,10 @@ class TestKeyMaskedOnResume:
         masked: list[str] = []
         monkeypatch.setattr(hook_module, "mask_secret", masked.append)
         sensor = LiangxinTaskSensor(task_id="s", liangxin_task_id="t1", deferrable=True)
-        with pytest.raises(Exception, match="Bearer"):
+        with pytest.raises(LiangxinTaskWaitException, match=r"Bearer \*\*\*") as info:
             sensor.execute_complete(make_context(), make_event("error", "t1", f"echo: Bearer {sim_conn.api_key}"))
         assert sim_conn.api_key in masked
+        assert sim_conn.api_key not in str(info.value)
 
 
 class TestPrivateResultHosts:
