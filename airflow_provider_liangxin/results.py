@@ -93,6 +93,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 #: A path object: ``airflow.sdk.ObjectStoragePath`` or a ``upath.UPath`` (both pathlib-like over fsspec).
 StoragePath = Any
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _T = TypeVar("_T")
 
 #: How retries sleep; a module attribute so tests can record the waits instead of sleeping.
@@ -206,24 +207,32 @@ def _origin(url: str) -> tuple[str, int] | None:
     return parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
 
-def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64): each is reached in the end."""
+def _judged(address: IPAddress) -> list[IPAddress]:
+    """The addresses to judge for one address: an IPv4-mapped IPv6 address is its IPv4 address; other IPv6
+    addresses also carry the IPv4 addresses they tunnel to (6to4, Teredo, NAT64), which are reached in the end."""
     if not isinstance(address, ipaddress.IPv6Address):
-        return []
-    found = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        return [address]
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    found: list[IPAddress] = [address]
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
     if address in _NAT64:
         found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return [a for a in found if a is not None]
+    return found
 
 
-def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_private: bool) -> str | None:
+def address_problem(address: IPAddress, *, allow_private: bool) -> str | None:
     """Why a download must not connect to ``address``, or None when it may."""
-    for candidate in (address, *_embedded_ipv4(address)):
+    judged = _judged(address)
+    for candidate in judged:
         if candidate.is_link_local or any(candidate in net for net in _ALWAYS_REFUSED):
             return f"{address}, a link-local or cloud-metadata address (always refused)"
     if allow_private:
         return None
-    for candidate in (address, *_embedded_ipv4(address)):
+    for candidate in judged:
         if not candidate.is_global or candidate.is_multicast:
             return (
                 f"{address}, not a public address (loopback, private or reserved); "
@@ -246,7 +255,9 @@ def destination_problem(url: str, policy: DestinationPolicy) -> tuple[str, bool]
     trusted = origin == policy.trusted_origin
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+    except UnicodeError as exc:
+        return f"invalid host name {host!r} ({exc})", False
+    except OSError as exc:
         return f"cannot resolve host {host!r} ({exc})", True
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])

@@ -137,6 +137,7 @@ def test_link_local_and_metadata_addresses_are_refused_even_when_allowed(tmp_pat
         ("0.0.0.0", False, False),
         ("fc00::1", False, False),
         ("::ffff:127.0.0.1", False, False),
+        ("::ffff:8.8.8.8", True, False),  # judged as the IPv4 address it maps
         ("224.0.0.1", False, False),
         ("169.254.169.254", False, True),
         ("fe80::abcd", False, True),
