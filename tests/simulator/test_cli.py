@@ -35,6 +35,7 @@ def test_help_lists_the_flags() -> None:
         "--public-base-url",
         "--allow-insecure-callbacks",
         "--max-body-bytes",
+        "--stop-on-stdin-close",
         "--log-level",
     ):
         assert flag in result.stdout
