@@ -161,6 +161,8 @@ class _Stopper:
         self.server: uvicorn.Server | None = None
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # main() called from a thread (a test): signals are the embedding program's business
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 
