@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import signal
+import sys
 import tempfile
+from types import FrameType
 
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="liangxin-tests-airflow-")
-os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
+
+def _throwaway_airflow_home() -> str | None:
+    """A temp AIRFLOW_HOME for this session (unless one is set), removed when the interpreter exits: also after
+    Ctrl-C, and after SIGTERM/SIGHUP, which pytest_configure turns into Ctrl-C."""
+    if "AIRFLOW_HOME" in os.environ:
+        return None
+    home = tempfile.mkdtemp(prefix="liangxin-tests-airflow-")
+    os.environ["AIRFLOW_HOME"] = home
+    atexit.register(shutil.rmtree, home, ignore_errors=True)  # registered first, so it runs after Airflow's own
+    return home
+
+
+_AIRFLOW_HOME = _throwaway_airflow_home()
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # dag.test() in Airflow 3 runs only DAGs found in a configured bundle: the tests' own DAG folder.
@@ -18,6 +34,32 @@ import pytest  # noqa: E402
 from tests.support.scripted_server import ScriptedServer  # noqa: E402
 
 TEST_API_KEY = "sk-test-0123456789-very-secret"
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, ``timeout``) and SIGHUP (a closed terminal) would kill pytest on the spot, skipping
+    every fixture's teardown and orphaning the processes fixtures started; as KeyboardInterrupt, pytest tears
+    everything down as it does on Ctrl-C."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) in (signal.SIG_DFL, None):
+            signal.signal(signum, _interrupt)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line on what the session's harness processes left: nothing, or loudly what is still there."""
+    harness = sys.modules.get("tests.e2e.airflow_env")
+    if harness is None:
+        return
+    harness.stop_everything()  # anything a test forgot to stop
+    if harness.STOP_REPORTS:
+        report = harness.StopReport()
+        for item in harness.STOP_REPORTS:
+            report = report.merge(item)
+        terminalreporter.write_line(f"liangxin harness: {report.line()}", red=not report.clean)
 
 
 def liangxin_conn_json(base_url: str, api_key: str = TEST_API_KEY, **extra: object) -> str:

@@ -8,6 +8,13 @@ triggerer) with their own temporary ``AIRFLOW_HOME``, SQLite and LocalExecutor â
 ``Simulator`` runs ``python -m airflow_provider_liangxin.simulator`` on a free loopback port (the simulator's own
 ``SimulatorProcess``) and adds the stats and record look-ups the tests need.
 
+Nothing started here may outlive its owner, however the owner stops (``stop()``, an exception, Ctrl-C, SIGTERM from
+a CI timeout or ``timeout``, SIGHUP from a closed terminal): every process is tracked as a tree (``ProcessTree``:
+children found with psutil, and everything left in the component's own session), ended with SIGTERM and, after a
+short grace, SIGKILL; ``install_signal_handlers()`` turns SIGTERM/SIGHUP into the same unwinding as Ctrl-C; temp
+folders the harness created are removed; and each stop reports itself in one line (``StopReport.line()``).
+Whatever is still running at interpreter exit is stopped by an ``atexit`` hook.
+
 Demo (prints the path of a generated image)::
 
     python -m tests.e2e.airflow_env demo [--output-dir DIR] [--prompt TEXT]
@@ -19,7 +26,9 @@ simulator.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -29,10 +38,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -61,21 +72,262 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _kill_group(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left of it after ``grace`` seconds."""
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL; Airflow's triggerer does not end on SIGTERM alone
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's ``KeyboardInterrupt`` so every ``finally`` and context manager on
+    the way out stops what it started (Python's default for both is to die on the spot, orphaning every child)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM and SIGHUP unwind like Ctrl-C (only the main thread can install handlers)."""
+    if _in_main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _raise_interrupted)
+
+
+def interrupt_signal(exc: BaseException) -> signal.Signals:
+    """The signal behind a ``KeyboardInterrupt`` (SIGINT unless it is an ``Interrupted``)."""
+    return signal.Signals(getattr(exc, "signum", signal.SIGINT))
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP until the block is done, then deliver them to the handlers that were in place.
+
+    Used while a process is spawned and registered (an interruption in between would orphan it) and while
+    everything is stopped (a second Ctrl-C must not abandon the cleanup half-way). Python-level only: blocking the
+    signals in the kernel instead would be inherited by the children spawned inside the block.
+    """
+    if not _in_main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def hold(signum: int, _frame: FrameType | None) -> None:
+        if signum not in pending:
+            pending.append(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, hold)
     try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        pgid = proc.pid
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    # The leader may be gone while children (LocalExecutor workers, task processes) linger: kill the group anyway.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for held in pending:
+            signal.raise_signal(held)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (a zombie holds no port or file; its parent, or init, reaps it)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` for ``procs`` to end; returns those still alive."""
+    left = [p for p in procs if _alive(p)]
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if _alive(p)]
+    return left
+
+
+class ProcessTree:
+    """Processes this harness started, and everything they started in turn.
+
+    A root spawned with ``start_new_session=True`` owns a session: whatever stays in it (LocalExecutor workers,
+    task runners, the triggerer's runner) is found again even after its parent died and it was re-parented to init,
+    which psutil's ``children()`` alone would miss.
+    """
+
+    def __init__(self) -> None:
+        self.roots: list[subprocess.Popen[bytes]] = []
+        self._sessions: set[int] = set()
+
+    def add(self, proc: subprocess.Popen[bytes], *, own_session: bool) -> None:
+        self.roots.append(proc)
+        if own_session:
+            self._sessions.add(proc.pid)  # a session leader's session id is its pid
+
+    def members(self) -> dict[int, psutil.Process]:
+        """Every live process of the tree, by pid."""
+        found: dict[int, psutil.Process] = {}
+        for root in self.roots:
+            if root.returncode is not None:  # reaped: its pid may belong to someone else by now
+                continue
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(root.pid)
+                found[proc.pid] = proc
+                found.update((child.pid, child) for child in proc.children(recursive=True))
+        if self._sessions:
+            for proc in psutil.process_iter():
+                with contextlib.suppress(psutil.Error, OSError):
+                    if proc.pid not in found and os.getsid(proc.pid) in self._sessions:
+                        found[proc.pid] = proc
+        return {pid: proc for pid, proc in found.items() if _alive(proc)}
+
+    def stop(self, grace: float = STOP_GRACE) -> tuple[int, int, list[int]]:
+        """SIGTERM the whole tree, SIGKILL what is left after ``grace``; returns (ended, killed, survivor pids)."""
+        first = self.members()
+        for proc in first.values():
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        left = _wait_gone(first.values(), grace)
+        # Anything forked while the tree was shutting down is killed with the stragglers.
+        late = [proc for pid, proc in self.members().items() if pid not in first]
+        to_kill = [*left, *late]
+        for proc in to_kill:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        survivors = _wait_gone(to_kill, 5.0)
+        for root in self.roots:  # reap our own children (no zombies left behind)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                root.wait(timeout=1)
+        self.roots.clear()
+        self._sessions.clear()
+        return len(first) + len(late), len(to_kill), [proc.pid for proc in survivors]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now (``SO_REUSEADDR``, as servers do: TIME_WAIT is no owner)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_ports_free(ports: Iterable[int], timeout: float = 3.0) -> tuple[list[int], list[int]]:
+    ports = sorted(set(ports))
+    deadline = time.monotonic() + timeout
+    busy = [p for p in ports if not port_is_free(p)]
+    while busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+        busy = [p for p in busy if not port_is_free(p)]
+    return [p for p in ports if p not in busy], busy
+
+
+@dataclasses.dataclass
+class StopReport:
+    """What one stop (or several, merged) ended and freed; ``line()`` is the one-line summary users see."""
+
+    processes: int = 0
+    killed: int = 0
+    survivors: list[int] = dataclasses.field(default_factory=list)
+    ports_freed: list[int] = dataclasses.field(default_factory=list)
+    ports_busy: list[int] = dataclasses.field(default_factory=list)
+    removed: list[str] = dataclasses.field(default_factory=list)
+    kept: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.survivors and not self.ports_busy
+
+    def merge(self, other: StopReport) -> StopReport:
+        return StopReport(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(StopReport))  # type: ignore[arg-type]
+        )
+
+    def line(self) -> str:
+        ended = f"{self.processes} process{'es' if self.processes != 1 else ''} ended"
+        parts = [ended + (f" ({self.killed} needed SIGKILL)" if self.killed else "")]
+        if self.ports_freed:
+            parts.append(
+                f"port{'s' if len(self.ports_freed) > 1 else ''} {', '.join(map(str, self.ports_freed))} freed"
+            )
+        if self.removed:
+            parts.append(f"{', '.join(self.removed)} removed")
+        if self.kept:
+            parts.append(f"kept for inspection: {', '.join(self.kept)}")
+        if self.survivors:
+            parts.append(f"STILL RUNNING: pids {', '.join(map(str, self.survivors))}")
+        if self.ports_busy:
+            parts.append(f"STILL IN USE: ports {', '.join(map(str, self.ports_busy))}")
+        return "stopped: " + ", ".join(parts)
+
+
+#: Every stop's report, in order: the demo and tests/conftest.py summarise the ones of their own run.
+STOP_REPORTS: list[StopReport] = []
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> Any: ...
+
+
+_LIVE: dict[int, _Stoppable] = {}
+
+
+def _register(obj: _Stoppable) -> None:
+    _LIVE[id(obj)] = obj
+
+
+def _unregister(obj: _Stoppable) -> None:
+    _LIVE.pop(id(obj), None)
+
+
+def stop_everything() -> StopReport:
+    """Stop whatever is still running (newest first); the ``atexit`` safety net, also usable by a test session."""
+    before = len(STOP_REPORTS)
+    for obj in reversed(list(_LIVE.values())):
+        with contextlib.suppress(Exception):
+            obj.stop()
+    report = StopReport()
+    for item in STOP_REPORTS[before:]:
+        report = report.merge(item)
+    return report
+
+
+def _stop_at_exit() -> None:
+    if _LIVE:
+        report = stop_everything()
+        with contextlib.suppress(OSError, ValueError):
+            print(f"liangxin harness at exit: {report.line()}", file=sys.stderr, flush=True)
+
+
+atexit.register(_stop_at_exit)
+
+
+class Progress:
+    """Timestamped progress lines on stderr, so a 30-60 s start is not 30-60 s of silence.
+
+    Writing must never fail the caller: after SIGHUP the terminal may be gone (EIO) or the pipe closed.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        self.started = time.monotonic()
+        self.stream = stream
+
+    def __call__(self, message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            print(f"[{time.monotonic() - self.started:5.1f}s] {message}", file=self.stream or sys.stderr, flush=True)
+
+
+def _quiet(_message: str) -> None:
+    """The default progress sink: the tests read results through the API, not from progress lines."""
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -94,9 +346,47 @@ class Simulator(SimulatorProcess):
         args = ["--durations", durations, "--log-level", "warning"]
         if faults:
             args += ["--faults", json.dumps(faults)]
-        log_path = Path(log_dir or tempfile.mkdtemp(prefix="liangxin-sim-")) / "simulator.log"
+        # A folder of our own is removed by stop(); a caller's ``log_dir`` is the caller's to keep.
+        self.own_log_dir = None if log_dir else Path(tempfile.mkdtemp(prefix="liangxin-sim-"))
+        log_path = Path(log_dir or self.own_log_dir) / "simulator.log"  # type: ignore[arg-type]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(args, log_path=log_path)
+        self.stop_report: StopReport | None = None
+
+    def start(self, timeout: float = 20.0) -> Simulator:
+        with deferred_signals():
+            _register(self)
+        try:
+            super().start(timeout)
+        except RuntimeError as exc:  # its log goes with the folder: keep the tail in the error
+            log = tail(self.log_path, 20)
+            self.stop()
+            raise RuntimeError(f"{exc}\n{log}") from exc
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = STOP_GRACE) -> int | None:
+        """The simulator's process tree ended (SIGTERM, SIGKILL after ``timeout``), its port checked free and
+        its own log folder removed; the one-line summary is in ``stop_report``."""
+        if self.stop_report is not None and (self.process is None or self.process.returncode is not None):
+            return None if self.process is None else self.process.returncode  # stopped already
+        with deferred_signals():
+            tree = ProcessTree()
+            if self.process is not None:
+                tree.add(self.process, own_session=False)
+            ended, killed, survivors = tree.stop(grace=timeout)
+            code = super().stop(timeout)
+            freed, busy = _wait_ports_free([self.port]) if self.process is not None else ([], [])
+            removed = []
+            if self.own_log_dir is not None and self.own_log_dir.exists():
+                shutil.rmtree(self.own_log_dir, ignore_errors=True)
+                removed.append(str(self.own_log_dir))
+            self.stop_report = StopReport(ended, killed, survivors, freed, busy, removed)
+            STOP_REPORTS.append(self.stop_report)
+            _unregister(self)
+            return code
 
     def stats(self) -> dict[str, Any]:
         response = httpx.get(f"{self.base_url}/_sim/stats", timeout=10)
@@ -130,7 +420,10 @@ class AirflowEnv:
         dag_folders: Mapping[str, Path] | None = None,
         env: Mapping[str, str] | None = None,
         home: Path | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
+        #: Without ``home`` the env makes a temp folder of its own, and stop() removes it.
+        self.owns_home = home is None
         self.home = Path(home or tempfile.mkdtemp(prefix="liangxin-airflow-"))
         self.dag_folders = dict(dag_folders or {"dags-folder": EXAMPLE_DAGS})
         self.port = free_port()
@@ -140,6 +433,9 @@ class AirflowEnv:
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = self._environment(env or {})
         self.timings: dict[str, float] = {}
+        self.progress = progress or _quiet
+        self.stop_report: StopReport | None = None
+        self._tree = ProcessTree()
         self._client = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=30)
 
     # ---------------------------------------------------------------- setup
@@ -194,40 +490,50 @@ class AirflowEnv:
         env.update(extra)
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _popen(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        """``airflow <args>`` in a session of its own, logging to ``component-logs/<name>.log``, tracked before
+        any signal can interrupt (see ``deferred_signals``)."""
         self.component_logs.mkdir(parents=True, exist_ok=True)
-        with (self.component_logs / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
+        with (self.component_logs / f"{name}.log").open("ab") as log, deferred_signals():
+            proc = subprocess.Popen(
                 [_bin("airflow"), *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.home,
-                start_new_session=True,  # own process group: stop() ends workers and task processes too
+                start_new_session=True,  # own session: stop() finds its workers and task processes again
             )
+            self._tree.add(proc, own_session=True)
+            _register(self)
+        return proc
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self.procs[name] = self._popen(name, args)
 
     def start(self) -> AirflowEnv:
         t0 = time.monotonic()
+        self._started_at = t0
         self.home.mkdir(parents=True, exist_ok=True)
         self.component_logs.mkdir(parents=True, exist_ok=True)
-        with (self.component_logs / "db-migrate.log").open("ab") as log:
-            subprocess.run(
-                [_bin("airflow"), "db", "migrate"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=True,
-                timeout=240,
-                cwd=self.home,
-                start_new_session=True,
-            )
+        _register(self)
+        self.progress(f"preparing the Airflow metadata DB (airflow db migrate) in {self.home}")
+        migrate = self._popen("db-migrate", ["db", "migrate"])
+        try:
+            code = migrate.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"airflow db migrate took over 240 s\n{tail(self.component_logs / 'db-migrate.log')}"
+            ) from None
+        if code != 0:
+            raise RuntimeError(f"airflow db migrate exited with {code}\n{tail(self.component_logs / 'db-migrate.log')}")
         self.timings["db_migrate"] = time.monotonic() - t0
+        self.progress(f"starting Airflow: {', '.join(COMPONENTS)} (LocalExecutor, SQLite)")
         self._spawn("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
         self._spawn("scheduler", ["scheduler", "--skip-serve-logs"])
         self._spawn("dag-processor", ["dag-processor"])
         self._spawn("triggerer", ["triggerer", "--skip-serve-logs"])
-        self._started_at = t0
+        self.progress(f"waiting for the api-server on {self.base_url}")
         return self
 
     def _check_alive(self) -> None:
@@ -242,16 +548,28 @@ class AirflowEnv:
         deadline = time.monotonic() + timeout
         wanted = set(dag_ids)
         last: object = None
+        reported: set[str] = set()
+
+        def once(key: str, message: str) -> None:
+            if key not in reported:
+                reported.add(key)
+                self.progress(message)
+
         while time.monotonic() < deadline:
             self._check_alive()
             try:
                 health = self._client.get("/monitor/health").json()
-                healthy = all(
-                    (health.get(part) or {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                )
+                once("api", f"api-server answering on {self.base_url}")
+                parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                up = [part for part in parts if (health.get(part) or {}).get("status") == "healthy"]
+                for part in up:
+                    if part != "metadatabase":
+                        once(part, f"{part.replace('_', '-')} healthy")
+                healthy = len(up) == len(parts)
                 dags = {d["dag_id"] for d in self.get("/dags", params={"limit": 1000})["dags"]} if wanted else set()
                 last = (health, sorted(dags))
+                for dag_id in sorted(wanted & dags):
+                    once(f"dag:{dag_id}", f"DAG {dag_id} parsed")
                 if healthy and wanted <= dags:
                     self.timings["startup"] = time.monotonic() - self._started_at
                     return
@@ -285,13 +603,28 @@ class AirflowEnv:
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
         state = "unknown"
+        seen: dict[str, str] = {}
         while time.monotonic() < deadline:
             self._check_alive()
             state = self.run_state(dag_id, run_id)
+            if self.progress is not _quiet:
+                self._report_task_states(dag_id, run_id, seen)
             if state in TERMINAL_RUN_STATES:
+                self.progress(f"run {run_id}: {state}")
                 return state
             time.sleep(1)
         raise TimeoutError(f"{dag_id}/{run_id} still {state!r} after {timeout}s\n{self.failure_report(dag_id, run_id)}")
+
+    def _report_task_states(self, dag_id: str, run_id: str, seen: dict[str, str]) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            for ti in sorted(self.task_instances(dag_id, run_id), key=lambda t: (t["start_date"] or "", t["task_id"])):
+                label = f"{ti['task_id']}[{ti['map_index']}]" if ti["map_index"] >= 0 else ti["task_id"]
+                state = ti["state"] or "none"
+                if seen.get(label) != state:
+                    seen[label] = state
+                    self.progress(
+                        f"task {label}: {state}" + (f" (try {ti['try_number']})" if ti["try_number"] > 1 else "")
+                    )
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
@@ -377,14 +710,22 @@ class AirflowEnv:
         return found
 
     # ---------------------------------------------------------------- teardown
-    def stop(self) -> None:
-        self._client.close()
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(proc.pid), signal.SIGTERM)
-        for proc in self.procs.values():
-            _kill_group(proc, grace=10)
-        self.procs.clear()
+    def stop(self, grace: float = STOP_GRACE) -> StopReport:
+        """End every process tree (SIGTERM, SIGKILL after ``grace``), check the api-server's port is free, and
+        remove the home if this env created it. Safe to call twice and after a failed or interrupted start."""
+        with deferred_signals():
+            self._client.close()
+            ended, killed, survivors = self._tree.stop(grace)
+            self.procs.clear()
+            freed, busy = _wait_ports_free([self.port])
+            removed = []
+            if self.owns_home and self.home.exists():
+                shutil.rmtree(self.home, ignore_errors=True)
+                removed.append(str(self.home))
+            self.stop_report = StopReport(ended, killed, survivors, freed, busy, removed)
+            STOP_REPORTS.append(self.stop_report)
+            _unregister(self)
+        return self.stop_report
 
     def __enter__(self) -> AirflowEnv:
         return self.start()
@@ -404,20 +745,31 @@ def liangxin_airflow(
     sim_faults: Mapping[str, Any] | None = None,
     home: Path | None = None,
     extra_env: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[AirflowEnv, Simulator | None]]:
-    """A simulator (unless ``base_url`` is given) and an Airflow whose ``liangxin_default`` connection points at it."""
+    """A simulator (unless ``base_url`` is given) and an Airflow whose ``liangxin_default`` connection points at it.
+
+    Without ``home`` both live in one temp folder that is removed on the way out, however the block ends.
+    """
+    say = progress or _quiet
+    own_home = None if home is not None else Path(tempfile.mkdtemp(prefix="liangxin-airflow-"))
     sim = None
     try:
         if base_url is None:
-            sim = Simulator(durations=sim_durations, faults=sim_faults, log_dir=home).start()
+            say("starting the LiangXin simulator")
+            sim = Simulator(durations=sim_durations, faults=sim_faults, log_dir=home or own_home).start()
+            say(f"simulator ready on {sim.base_url}")
             conn = sim.connection_json()
         else:
+            say(f"using the LiangXin API at {base_url}")
             conn = json.dumps({"conn_type": "liangxin", "host": base_url, "password": api_key or ""})
         env = AirflowEnv(
             dag_folders=dag_folders,
-            home=home,
+            home=home or own_home,
             env={"AIRFLOW_CONN_LIANGXIN_DEFAULT": conn, "LIANGXIN_OUTPUT_DIR": str(output_dir), **(extra_env or {})},
+            progress=progress,
         )
+        env.owns_home = own_home is not None
         try:
             env.start()
             yield env, sim
@@ -426,6 +778,18 @@ def liangxin_airflow(
     finally:
         if sim is not None:
             sim.stop()
+        if own_home is not None and own_home.exists():  # a failed start may leave it before env owned it
+            with deferred_signals():
+                shutil.rmtree(own_home, ignore_errors=True)
+                STOP_REPORTS.append(StopReport(removed=[str(own_home)]))
+
+
+class DemoFailed(RuntimeError):
+    """The demo's DAG run did not succeed; the Airflow home is kept for its logs (``home``)."""
+
+    def __init__(self, message: str, home: Path) -> None:
+        super().__init__(message)
+        self.home = home
 
 
 def run_demo(
@@ -435,31 +799,41 @@ def run_demo(
     base_url: str | None = None,
     api_key: str | None = None,
     timeout: float = 300,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Run ``liangxin_seedream_single`` on a real Airflow and return the path of the stored image.
 
-    Starts the simulator unless ``base_url`` is given. The temporary ``AIRFLOW_HOME`` is removed on success and
-    kept (its path is in the error) on failure.
+    Starts the simulator unless ``base_url`` is given. The temporary ``AIRFLOW_HOME`` is removed on success and on
+    interruption, and kept (``DemoFailed.home``) when the run itself failed, for its task logs.
     """
+    say = progress or _quiet
     output = Path(output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="liangxin-demo-airflow-"))
     dag_id = "liangxin_seedream_single"
     # The simulator finishes in seconds: poll it often. A real LiangXin task takes longer; keep the DAG default.
     extra_env = {"LIANGXIN_POLL_INTERVAL": "1"} if base_url is None else {}
-    with liangxin_airflow(output_dir=output, base_url=base_url, api_key=api_key, home=home, extra_env=extra_env) as (
-        env,
-        _sim,
-    ):
-        env.wait_ready([dag_id], timeout=timeout)
-        run_id = env.trigger(dag_id, {"prompt": prompt} if prompt else None)
-        state = env.wait_for_run(dag_id, run_id, timeout=timeout)
-        if state != "success":
-            raise RuntimeError(
-                f"{dag_id} run {run_id} ended {state} (Airflow home kept: {home})\n{env.failure_report(dag_id, run_id)}"
-            )
-        image = local_path(env.xcom(dag_id, run_id, "report_image"))
-    shutil.rmtree(home, ignore_errors=True)
+    keep = False
+    try:
+        with liangxin_airflow(
+            output_dir=output, base_url=base_url, api_key=api_key, home=home, extra_env=extra_env, progress=progress
+        ) as (env, _sim):
+            env.wait_ready([dag_id], timeout=timeout)
+            run_id = env.trigger(dag_id, {"prompt": prompt} if prompt else None)
+            say(f"triggered {dag_id}: run {run_id}")
+            state = env.wait_for_run(dag_id, run_id, timeout=timeout)
+            if state != "success":
+                keep = True
+                raise DemoFailed(f"{dag_id} run {run_id} ended {state}\n{env.failure_report(dag_id, run_id)}", home)
+            image = local_path(env.xcom(dag_id, run_id, "report_image"))
+            say(f"image stored at {image}")
+    finally:
+        with deferred_signals():
+            if keep:
+                STOP_REPORTS.append(StopReport(kept=[str(home)]))
+            elif home.exists():
+                shutil.rmtree(home, ignore_errors=True)
+                STOP_REPORTS.append(StopReport(removed=[str(home)]))
     return image
 
 
@@ -469,6 +843,10 @@ def local_path(stored: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The demo CLI. Exit codes: 0 done, 1 failed, 128 + signal number when stopped by SIGINT/SIGTERM/SIGHUP;
+    every way out ends with one ``stopped: ...`` line on stderr saying what was ended, freed and removed."""
+    install_signal_handlers()
+    say = Progress()
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.airflow_env", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run liangxin_seedream_single on a real Airflow and print the image path")
@@ -477,13 +855,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base_url = os.environ.get("LIANGXIN_BASE_URL") or None
     api_key = os.environ.get("LIANGXIN_API_KEY") or None
-    started = time.monotonic()
-    path = run_demo(args.output_dir, args.prompt, base_url=base_url, api_key=api_key)
     where = "the real LiangXin API" if base_url else "the embedded simulator"
-    print(f"Generated by {where} through a real Airflow in {time.monotonic() - started:.0f} s.", file=sys.stderr)
-    print(f"Your image: {path}  (its JSON sidecar: {path.with_suffix('.json')})", file=sys.stderr)
-    print(path)
-    return 0
+    say(f"demo: liangxin_seedream_single on a real Airflow 3 against {where}")
+    first_report = len(STOP_REPORTS)
+    code = 0
+    try:
+        path = run_demo(args.output_dir, args.prompt, base_url=base_url, api_key=api_key, progress=say)
+    except KeyboardInterrupt as exc:
+        signum = interrupt_signal(exc)
+        say(f"interrupted by {signum.name}")
+        code = 128 + signum
+    except Exception as exc:
+        say(f"the demo failed: {type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        report = StopReport()
+        for item in STOP_REPORTS[first_report:]:
+            report = report.merge(item)
+        say(report.line())
+    if code == 0:
+        with contextlib.suppress(OSError, ValueError):
+            print(
+                f"Generated by {where} through a real Airflow in {time.monotonic() - say.started:.0f} s.",
+                file=sys.stderr,
+            )
+            print(f"Your image: {path}  (its JSON sidecar: {path.with_suffix('.json')})", file=sys.stderr)
+            print(path, flush=True)
+    return code if report.clean or code else 1
 
 
 if __name__ == "__main__":
