@@ -352,20 +352,31 @@ class Simulator(SimulatorProcess):
         log_path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(args, log_path=log_path)
         self.stop_report: StopReport | None = None
+        self._starting = False
 
     def start(self, timeout: float = 20.0) -> Simulator:
         with deferred_signals():
             _register(self)
+        self._starting = True  # a failed start stops the process (SimulatorProcess.start) but keeps the log...
         try:
             super().start(timeout)
-        except RuntimeError as exc:  # its log goes with the folder: keep the tail in the error
+        except RuntimeError as exc:
             log = tail(self.log_path, 20)
             self.stop()
-            raise RuntimeError(f"{exc}\n{log}") from exc
+            raise RuntimeError(f"{exc}\n{log}") from exc  # ...until its tail is in the error
         except BaseException:
             self.stop()
             raise
+        finally:
+            self._starting = False
+            if self.stop_report is not None:
+                self._remove_own_log_dir()
         return self
+
+    def _remove_own_log_dir(self) -> None:
+        if self.own_log_dir is not None and self.own_log_dir.exists():
+            shutil.rmtree(self.own_log_dir, ignore_errors=True)
+            STOP_REPORTS.append(StopReport(removed=[str(self.own_log_dir)]))
 
     def stop(self, timeout: float = STOP_GRACE) -> int | None:
         """The simulator's process tree ended (SIGTERM, SIGKILL after ``timeout``), its port checked free and
@@ -379,13 +390,11 @@ class Simulator(SimulatorProcess):
             ended, killed, survivors = tree.stop(grace=timeout)
             code = super().stop(timeout)
             freed, busy = _wait_ports_free([self.port]) if self.process is not None else ([], [])
-            removed = []
-            if self.own_log_dir is not None and self.own_log_dir.exists():
-                shutil.rmtree(self.own_log_dir, ignore_errors=True)
-                removed.append(str(self.own_log_dir))
-            self.stop_report = StopReport(ended, killed, survivors, freed, busy, removed)
+            self.stop_report = StopReport(ended, killed, survivors, freed, busy)
             STOP_REPORTS.append(self.stop_report)
             _unregister(self)
+            if not self._starting:
+                self._remove_own_log_dir()
             return code
 
     def stats(self) -> dict[str, Any]:
