@@ -628,8 +628,8 @@ class AirflowEnv:
         with contextlib.suppress(httpx.HTTPError):
             for ti in sorted(self.task_instances(dag_id, run_id), key=lambda t: (t["start_date"] or "", t["task_id"])):
                 label = f"{ti['task_id']}[{ti['map_index']}]" if ti["map_index"] >= 0 else ti["task_id"]
-                state = ti["state"] or "none"
-                if seen.get(label) != state:
+                state = ti["state"]
+                if state and seen.get(label) != state:  # None: not scheduled yet, nothing to tell
                     seen[label] = state
                     self.progress(
                         f"task {label}: {state}" + (f" (try {ti['try_number']})" if ti["try_number"] > 1 else "")
