@@ -7,6 +7,7 @@ the sdist (as an index's installer would), and the fresh venv installs it with `
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -104,3 +105,13 @@ def test_a_fresh_venv_installs_the_wheel(dist, tmp_path):
     check = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip() == dist["wheel"].name.split("-")[1]
+
+
+def test_readme_links_work_on_a_package_index():
+    """The README is the package's long description: on an index a relative link (``dags/``, ``docs/``) points
+    at the index itself, so every link is absolute (or an in-page anchor)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert targets, "no links found: the pattern is broken"
+    relative = [t for t in targets if not t.startswith(("https://", "http://", "#"))]
+    assert relative == []
