@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -53,3 +57,43 @@ def test_every_extra_requirement_is_pinned():
     names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0]).lower() for r in requirements}
     assert names - set(pins) == set(), sorted(names - set(pins))
     assert "time-machine" not in names  # unused: removed
+
+
+STUB_RUN = """#!{python}
+import signal, sys, time
+def stop(signum, frame):
+    print(f"stub got {{signal.Signals(signum).name}}", flush=True)
+    time.sleep(0.5)  # a teardown that takes a moment: CI must wait for it
+    print("stub teardown done", flush=True)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+print("stub ready " + " ".join(sys.argv[1:]), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_ci_entry_point_passes_a_stop_signal_on_and_waits_for_the_teardown(tmp_path, signum):
+    """A CI timeout signals ``.ci/run``'s shell only; it must reach ``./run tests`` (pytest) and wait for it."""
+    (tmp_path / ".ci").mkdir()
+    ci = tmp_path / ".ci" / "run"
+    ci.write_text((REPO_ROOT / ".ci" / "run").read_text())
+    stub = tmp_path / "run"
+    stub.write_text(STUB_RUN.format(python=sys.executable))
+    stub.chmod(0o755)
+    proc = subprocess.Popen(
+        ["bash", str(ci)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "stub ready tests"
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=20)
+    finally:  # the shell and the stub share its process group: nothing outlives a failing test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "stub got SIGTERM" in out
+    assert "stub teardown done" in out  # the shell waited for the teardown
+    assert "CI finished" in out
+    assert proc.returncode == 128 + signal.SIGTERM, out
