@@ -10,11 +10,12 @@ import email.utils
 import enum
 import json
 import logging
+import math
 import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 CREATE_TASK_PATH = "/api/v1/jobs/createTask"
@@ -22,6 +23,14 @@ RECORD_INFO_PATH = "/api/v1/jobs/recordInfo"
 
 #: Excerpts of unexpected bodies are cut to this length so an HTML error page cannot flood a log.
 BODY_EXCERPT_CHARS = 300
+
+#: An API answer larger than this is refused unread: real answers are a few KB, and a broken or hostile endpoint
+#: must not be able to fill the memory of a triggerer that holds every deferred task of a deployment.
+MAX_API_RESPONSE_BYTES = 4 * 1024 * 1024
+
+#: The API's own free text (``msg``, ``error.message``, ``failMsg``) is cut to this many characters before it
+#: reaches exceptions, trigger events, XCom or logs.
+API_TEXT_MAX_CHARS = 2000
 
 _REQUEST_ID_HEADERS = ("x-request-id", "x-oneapi-request-id", "x-liangxin-request-id")
 _REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id: ([^)]+)\)")
@@ -148,19 +157,19 @@ class LiangxinServerError(LiangxinHTTPError):
 
 
 class LiangxinTransportError(LiangxinError):
-    """No HTTP answer was obtained. ``request_sent`` tells whether the server may have seen the request."""
-
-    request_sent: bool = True
+    """No complete HTTP answer was obtained; the server may have seen the request."""
 
 
 class LiangxinConnectError(LiangxinTransportError):
     """The connection could not be opened: the request surely never reached the server."""
 
-    request_sent = False
-
 
 class LiangxinTimeoutError(LiangxinTransportError):
-    """The request timed out after it may have been sent (read/write timeout)."""
+    """No complete answer within the whole-request timeout or the caller's deadline (it may have been sent)."""
+
+
+class LiangxinConnectTimeoutError(LiangxinConnectError, LiangxinTimeoutError):
+    """The time ran out while connecting: a timeout to the caller, and still safe to retry (nothing was sent)."""
 
 
 _STATUS_ERRORS: dict[int, type[LiangxinHTTPError]] = {
@@ -211,12 +220,12 @@ class TaskRecord:
         fail_code = data.get("failCode")
         return cls(
             task_id=str(task_id),
-            model=str(data.get("model") or ""),
+            model=cap_text(str(data.get("model") or "")),
             state=state,
             param=_json_object_field(data.get("param"), "param"),
             result_urls=_result_urls(data.get("resultJson"), state),
-            fail_code="" if fail_code is None else str(fail_code),
-            fail_msg=str(data.get("failMsg") or ""),
+            fail_code="" if fail_code is None else cap_text(str(fail_code)),
+            fail_msg=cap_text(str(data.get("failMsg") or "")),
             create_time=_optional_int(data.get("createTime")),
             update_time=_optional_int(data.get("updateTime")),
             complete_time=_optional_int(data.get("completeTime")),
@@ -254,14 +263,37 @@ class TaskRecord:
             state=TaskState.parse(data["state"]),
             param=dict(data.get("param") or {}),
             result_urls=list(data.get("result_urls") or []),
-            fail_code=str(data.get("fail_code") or ""),
-            fail_msg=str(data.get("fail_msg") or ""),
+            fail_code=cap_text(str(data.get("fail_code") or "")),
+            fail_msg=cap_text(str(data.get("fail_msg") or "")),
             create_time=data.get("create_time"),
             update_time=data.get("update_time"),
             complete_time=data.get("complete_time"),
             cost_time=data.get("cost_time"),
             progress=data.get("progress"),
         )
+
+
+def parse_record_info(data: Any, task_id: str) -> TaskRecord:
+    """The record of ``task_id``, or a :class:`LiangxinResponseError` when the answer is another task's.
+
+    A cache or proxy that ignores the query string would otherwise hand every task the same record (and image).
+    """
+    record = TaskRecord.from_api(data)
+    asked = task_id.strip()
+    if record.task_id != asked:
+        raise LiangxinResponseError(
+            f"LiangXin recordInfo answered for task {_excerpt(record.task_id)!r} when {asked!r} was asked "
+            "(a cache or proxy ignoring the query string?); the record is not used"
+        )
+    return record
+
+
+def cap_text(text: str, limit: int = API_TEXT_MAX_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked; idempotent, so capping twice changes nothing."""
+    if len(text) <= limit:
+        return text
+    marker = f"…[cut: {len(text)} chars in all]"
+    return text[: max(0, limit - len(marker))] + marker
 
 
 #: ``data:`` URIs longer than this are replaced by a summary in JSON-native records.
@@ -350,15 +382,6 @@ def build_record_info(task_id: str) -> ApiRequest:
     return ApiRequest("GET", RECORD_INFO_PATH, params={"taskId": task_id.strip()})
 
 
-def auth_headers(api_key: str, user_agent: str) -> dict[str, str]:
-    return {
-        "Authorization": f"Bearer {api_key}",
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-        "User-Agent": user_agent,
-    }
-
-
 # ----------------------------------------------------------------------------------------------- responses
 
 
@@ -372,14 +395,20 @@ def _excerpt(raw: Any) -> str:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent/invalid."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent/invalid.
+
+    ``nan``, ``inf`` and negative seconds are invalid (None: the caller's backoff applies), never a zero-second
+    wait that would turn the retries into a hot loop.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -404,9 +433,17 @@ def _error_message(body: Any) -> tuple[str | None, Any]:
         return None, None
     gateway = body.get("error")
     if isinstance(gateway, Mapping):
-        return (str(gateway.get("message") or "") or None), (gateway.get("code") or gateway.get("type"))
+        text = str(gateway.get("message") or "")
+        return (cap_text(text) or None), _api_code(gateway.get("code") or gateway.get("type"))
     message = body.get("msg", body.get("message"))
-    return (str(message) if message not in (None, "") else None), body.get("code")
+    return (cap_text(str(message)) if message not in (None, "") else None), _api_code(body.get("code"))
+
+
+def _api_code(code: Any) -> Any:
+    """Numbers stay numbers (callers compare them); anything else is the API's text, so it is capped too."""
+    if code is None or isinstance(code, int | float):
+        return code
+    return cap_text(str(code))
 
 
 def parse_response(request: ApiRequest, status: int, headers: Mapping[str, str], content: bytes) -> Any:
@@ -423,6 +460,16 @@ def parse_response(request: ApiRequest, status: int, headers: Mapping[str, str],
     request_id = _request_id(headers, message or "")
     what = f"LiangXin {request.operation}"
 
+    if 300 <= status < 400:
+        # Neither path follows redirects: a createTask re-sent elsewhere could pay twice, and the key must not
+        # travel to another origin.
+        location = headers.get("Location") or headers.get("location")
+        raise LiangxinHTTPError(
+            f"{what} answered a redirect{' to ' + _excerpt(location) if location else ''}; redirects are not "
+            "followed: set the connection's host to the API's final base URL",
+            status_code=status,
+            request_id=request_id,
+        )
     if status >= 300:
         cls = error_class_for_status(status)
         err = cls(
@@ -443,11 +490,11 @@ def parse_response(request: ApiRequest, status: int, headers: Mapping[str, str],
             request_id=request_id,
             body_excerpt=_excerpt(content) or "<empty>",
         )
-    code = body.get("code")
+    code = _api_code(body.get("code"))
     if code is not None and str(code) != "200":
         try:
             cls = error_class_for_status(int(code))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             cls = LiangxinHTTPError
         raise cls(
             f"{what} failed: {message or 'body code ' + str(code)}",
@@ -484,12 +531,26 @@ def _reason(status: int) -> str:
 # ------------------------------------------------------------------------------------------------- retries
 
 
+def finite_number(value: Any, name: str, *, minimum: float = 0.0, inclusive: bool = True) -> float:
+    """``value`` as a float, or a :class:`LiangxinConfigError` naming ``name``.
+
+    ``nan`` and ``inf`` pass every ``> 0`` check (a NaN poll interval busy-polls, an infinite timeout crashes
+    later), and ``True`` is an ``int`` to Python: all three are refused here, where the DAG is parsed.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise LiangxinConfigError(f"{name} must be a finite number, got {value!r}")
+    if value < minimum or (not inclusive and value == minimum):
+        raise LiangxinConfigError(f"{name} must be {'>=' if inclusive else '>'} {minimum:g}, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """JSON-native retry settings; tenacity objects are built from these where they are used.
 
     ``max_attempts`` counts the first try. ``max_wait_total`` bounds the sum of sleeps, Retry-After included:
-    a hint that would overrun it ends the retries at once rather than sleeping past the budget.
+    a hint that would overrun it ends the retries at once rather than sleeping past the budget. The field names
+    below are the accepted ``retry`` keys: validation, parsing and :meth:`to_dict` all read them from here.
     """
 
     max_attempts: int = 5
@@ -498,12 +559,17 @@ class RetryPolicy:
     max_wait_total: float = 120.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise LiangxinConfigError(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
-        for name in ("backoff_initial", "backoff_max", "max_wait_total"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
-                raise LiangxinConfigError(f"{name} must be a number >= 0, got {value!r}")
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.type == "int":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise LiangxinConfigError(f"{spec.name} must be an integer >= 1, got {value!r}")
+            else:
+                finite_number(value, spec.name)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(spec.name for spec in fields(cls))
 
     @classmethod
     def from_kwargs(cls, retry: Mapping[str, Any] | None) -> RetryPolicy:
@@ -513,42 +579,49 @@ class RetryPolicy:
             return retry
         if not isinstance(retry, Mapping):
             raise LiangxinConfigError(f"retry settings must be a dict, got {type(retry).__name__}")
-        unknown = set(retry) - {"max_attempts", "backoff_initial", "backoff_max", "max_wait_total"}
+        unknown = set(retry) - set(cls.field_names())
         if unknown:
-            raise LiangxinConfigError(f"unknown retry settings: {', '.join(sorted(unknown))}")
+            raise LiangxinConfigError(
+                f"unknown retry settings: {', '.join(sorted(map(str, unknown)))}; "
+                f"allowed: {', '.join(cls.field_names())}"
+            )
         return cls(**retry)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_attempts": self.max_attempts,
-            "backoff_initial": self.backoff_initial,
-            "backoff_max": self.backoff_max,
-            "max_wait_total": self.max_wait_total,
-        }
+        return {name: getattr(self, name) for name in self.field_names()}
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff for the given (1-based) failed attempt."""
-        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** (attempt - 1)))
+        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** min(attempt - 1, 64)))
         return random.uniform(0, ceiling)
 
     def tenacity_kwargs(
-        self, retryable: Callable[[BaseException], bool], what: str, log: logging.Logger | Any
+        self,
+        retryable: Callable[[BaseException], bool],
+        what: str,
+        log: logging.Logger | Any,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """Keyword arguments for ``tenacity.Retrying``/``AsyncRetrying`` that apply this policy.
 
         A server's ``retry_after`` hint (an attribute of the raised error) wins over the backoff; the policy's
-        attempt cap and total-wait budget both stop the retries.
+        attempt cap and total-wait budget both stop the retries, and so does the caller's ``deadline`` (epoch
+        seconds): no sleep is started that would end past it.
         """
         import tenacity
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             hint = getattr(exc, "retry_after", None)
-            return float(hint) if hint is not None else self.backoff(state.attempt_number)
+            if isinstance(hint, int | float) and math.isfinite(hint) and hint >= 0:
+                return float(hint)
+            return self.backoff(state.attempt_number)
 
         def stop(state: tenacity.RetryCallState) -> bool:
             return (
-                state.attempt_number >= self.max_attempts or state.idle_for + state.upcoming_sleep > self.max_wait_total
+                state.attempt_number >= self.max_attempts
+                or state.idle_for + state.upcoming_sleep > self.max_wait_total
+                or (deadline is not None and time.time() + state.upcoming_sleep >= deadline)
             )
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -569,6 +642,50 @@ class RetryPolicy:
             "before_sleep": before_sleep,
             "reraise": True,
         }
+
+
+# ------------------------------------------------------------------------------------- transport failures
+
+
+def transport_error(
+    request: ApiRequest,
+    kind: type[LiangxinError],
+    exc: BaseException,
+    *,
+    base_url: str,
+    budget: float,
+    conn_id: str,
+) -> LiangxinError:
+    """The one wording of a transport failure, whichever HTTP library (httpx, aiohttp) saw it.
+
+    ``kind`` is what the library's exception means (each transport keeps a table of its exception classes);
+    ``budget`` is the whole-request time the request had. Library messages are quoted only for generic
+    transport errors: a request that could not be built may quote its Authorization header.
+    """
+    what = f"LiangXin {request.operation}"
+    name = type(exc).__name__
+    if issubclass(kind, LiangxinConnectTimeoutError):
+        return kind(f"{what}: cannot connect to {base_url} within {round(budget, 3):g} s ({name})")
+    if issubclass(kind, LiangxinConnectError):
+        return kind(f"{what}: cannot connect to {base_url}: {name}")
+    if issubclass(kind, LiangxinTimeoutError):
+        return kind(f"{what}: no answer within {round(budget, 3):g} s ({name})")
+    if issubclass(kind, LiangxinConfigError):
+        return kind(
+            f"{what}: the request could not be built ({name}); check the API key and host of connection {conn_id!r}"
+        )
+    if issubclass(kind, LiangxinResponseError):
+        return kind(f"{what}: the answer could not be decoded ({name}: {_excerpt(str(exc))})")
+    return LiangxinTransportError(f"{what}: {name}: {_excerpt(str(exc))}")
+
+
+def too_large_error(request: ApiRequest, status: int, declared: int | None = None) -> LiangxinResponseError:
+    size = f"{declared} bytes declared" if declared is not None else "more was sent"
+    return LiangxinResponseError(
+        f"LiangXin {request.operation} answered more than {MAX_API_RESPONSE_BYTES} bytes ({size}); "
+        "the answer was not read",
+        status_code=status,
+    )
 
 
 def is_retryable(request: ApiRequest, exc: BaseException) -> bool:

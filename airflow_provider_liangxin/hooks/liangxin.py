@@ -1,28 +1,38 @@
 """LiangxinHook: an Airflow connection turned into configured LiangXin clients, sync and async.
 
 The sync path (workers) uses httpx. The async path (the triggerer, one event loop shared by every deferred task
-of a deployment) uses one aiohttp session per (event loop, TLS setting), shared by every hook on that loop:
-measured on a 2-core machine, a default ``httpx.AsyncClient`` costs ~40 ms CPU to create and 5-15 ms CPU per
+of a deployment) uses one aiohttp session per (event loop, TLS setting, API origin), shared by every hook on that
+loop: measured on a 2-core machine, a default ``httpx.AsyncClient`` costs ~40 ms CPU to create and 5-15 ms CPU per
 request under 500-way concurrency, against ~0.3 ms for a shared aiohttp session (see ``benchmarks/``).
 Both paths send what :mod:`airflow_provider_liangxin._api` builds and read what it parses.
+
+aiohttp is imported on the first async use only: DAG files import the operator (and so this module) while being
+parsed, and only the triggerer needs aiohttp (~70 ms of import time).
+
+Every request has a whole-request deadline (the connection's ``timeout``, or the caller's ``deadline`` if earlier):
+connect, send and the whole answer must fit in it, so a server trickling a byte a second cannot hold a worker or
+the triggerer. Answers are read up to :data:`~airflow_provider_liangxin._api.MAX_API_RESPONSE_BYTES` only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
+import ipaddress
 import logging
 import platform
+import re
 import ssl
 import time
 import uuid
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import aiohttp
+import httpcore
 import httpx
 import tenacity
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
@@ -30,11 +40,14 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_liangxin import __version__
 from airflow_provider_liangxin._api import (
+    MAX_API_RESPONSE_BYTES,
     ApiRequest,
     LiangxinAuthError,
     LiangxinConfigError,
     LiangxinConnectError,
+    LiangxinConnectTimeoutError,
     LiangxinError,
+    LiangxinResponseError,
     LiangxinTaskNotFoundError,
     LiangxinTimeoutError,
     LiangxinTransportError,
@@ -42,10 +55,17 @@ from airflow_provider_liangxin._api import (
     TaskRecord,
     build_create_task,
     build_record_info,
+    finite_number,
     is_retryable,
     parse_create_task,
+    parse_record_info,
     parse_response,
+    too_large_error,
+    transport_error,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 DEFAULT_TIMEOUT = 30.0
 #: Connections kept open per shared async session; bounded so the pool never thrashes a small server.
@@ -72,6 +92,17 @@ def shared_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+@functools.cache
+def _aiohttp() -> Any:
+    """aiohttp, imported once, on the first async use (never while a DAG file is parsed)."""
+    import aiohttp
+
+    return aiohttp
+
+
+# ------------------------------------------------------------------------------------------ the connection
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
     """What the hook needs from an Airflow connection. The key is kept out of ``repr``."""
@@ -81,40 +112,34 @@ class ConnectionSettings:
     api_key: str = field(repr=False)
     timeout: float
     verify_ssl: bool
+    #: Result downloads may go to loopback/private hosts (a private object store); see results.store_results.
+    allow_private_result_hosts: bool = False
 
     @classmethod
     def from_connection(
         cls, conn: Any, extras: Mapping[str, Any], timeout_override: float | None
     ) -> ConnectionSettings:
         conn_id = conn.conn_id
-        host = (conn.host or "").strip()
-        if not host:
-            raise LiangxinConfigError(
-                f"Airflow connection {conn_id!r} has no host: set it to the LiangXin API base URL "
-                "(e.g. https://api.example.com or http://127.0.0.1:8765 for the simulator)"
-            )
+        base_url = _base_url(conn, conn_id)
         api_key = (conn.password or "").strip()
         if not api_key:
             raise LiangxinConfigError(f"Airflow connection {conn_id!r} has no password: set it to the API key")
-        if not (api_key.isascii() and api_key.isprintable()):
+        if not _KEY.fullmatch(api_key):
             # Never echo it: a key with a line break would otherwise surface (unmasked) in an HTTP library error.
             raise LiangxinConfigError(
                 f"Airflow connection {conn_id!r}: the API key contains spaces, line breaks or non-ASCII characters; "
                 "paste it again as one line"
             )
-        if "://" not in host:
-            scheme = (conn.schema or "").lower() if (conn.schema or "").lower() in ("http", "https") else "https"
-            host = f"{scheme}://{host}"
-        parts = urlsplit(host)
-        if conn.port and parts.port is None:
-            host = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{conn.port}"))
         timeout = timeout_override if timeout_override is not None else extras.get("timeout")
         return cls(
             conn_id=conn_id,
-            base_url=host.rstrip("/"),
+            base_url=base_url,
             api_key=api_key,
             timeout=_as_timeout(timeout, conn_id),
-            verify_ssl=_as_bool(extras.get("verify_ssl", True), "verify_ssl", conn_id),
+            verify_ssl=_as_bool(extras.get("verify_ssl"), "verify_ssl", conn_id, default=True),
+            allow_private_result_hosts=_as_bool(
+                extras.get("allow_private_result_hosts"), "allow_private_result_hosts", conn_id, default=False
+            ),
         )
 
     @property
@@ -126,57 +151,258 @@ class ConnectionSettings:
             "User-Agent": user_agent(),
         }
 
+    @property
+    def origin(self) -> str:
+        """scheme://host:port of the API: the unit the async session pool is keyed by."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+#: Visible ASCII only: a space, a line break or a non-ASCII character in a key is a paste accident.
+_KEY = re.compile(r"[\x21-\x7e]+")
+#: Host names as DNS and URLs allow them (IP literals are checked with ipaddress).
+_HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
+
+
+def _base_url(conn: Any, conn_id: str) -> str:
+    """The API base URL from the connection's host (+ schema, port), or a LiangxinConfigError saying why not.
+
+    Raised before any request, so a mistyped host fails once instead of being retried as a network error.
+    A host that carries ``user:password@`` is refused without being echoed: the password would otherwise reach
+    error messages and the XCom'd task URL, and LiangXin authenticates with the API key alone.
+    """
+    host = (conn.host or "").strip()
+    if not host:
+        raise LiangxinConfigError(
+            f"Airflow connection {conn_id!r} has no host: set it to the LiangXin API base URL "
+            "(e.g. https://api.example.com or http://127.0.0.1:8765 for the simulator)"
+        )
+    if "://" not in host:
+        schema = (conn.schema or "").lower()
+        host = f"{schema if schema in ('http', 'https') else 'https'}://{host}"
+    try:
+        parts = urlsplit(host)
+        has_userinfo = "@" in parts.netloc
+    except ValueError:
+        parts, has_userinfo = None, "@" in host
+    if has_userinfo:
+        raise LiangxinConfigError(
+            f"Airflow connection {conn_id!r}: the host contains a user name or password (user:password@...); "
+            "remove it: LiangXin takes only the API key, in the connection's password field"
+        )
+    bad = f"Airflow connection {conn_id!r}: host {host[:200]!r}"
+    if parts is None:
+        raise LiangxinConfigError(f"{bad} is not a valid URL")
+    if parts.scheme.lower() not in ("http", "https"):
+        raise LiangxinConfigError(f"{bad} has an unsupported scheme {parts.scheme!r}; use http or https")
+    if parts.query or parts.fragment:
+        raise LiangxinConfigError(f"{bad} must not contain a ?query or #fragment")
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise LiangxinConfigError(f"{bad} has an invalid port (use 1-65535)") from None
+    if url_port == 0:
+        raise LiangxinConfigError(f"{bad} has an invalid port (use 1-65535)")
+    if not _valid_hostname(parts.hostname or ""):
+        raise LiangxinConfigError(f"{bad} has no valid host name")
+    port = conn.port or None  # the UI of Airflow 3.3.2 may send 0 for an empty port: "no port"
+    if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+        raise LiangxinConfigError(f"Airflow connection {conn_id!r}: port {port!r} is invalid (use 1-65535)")
+    if port and url_port is None:
+        parts = parts._replace(netloc=f"{parts.netloc}:{port}")
+    base_url = urlunsplit(parts).rstrip("/")
+    try:
+        httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise LiangxinConfigError(f"{bad} is not a valid URL ({exc})") from None
+    return base_url
+
+
+def _valid_hostname(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
+    return len(name) <= 253 and bool(_HOSTNAME.fullmatch(name.lower()))
+
 
 def _as_timeout(value: Any, conn_id: str) -> float:
-    if value in (None, ""):
+    if value is None or value == "":
         return DEFAULT_TIMEOUT
-    try:
-        timeout = float(value)
-    except (TypeError, ValueError):
-        raise LiangxinConfigError(f"connection {conn_id!r}: timeout must be a number, got {value!r}") from None
-    if timeout <= 0:
-        raise LiangxinConfigError(f"connection {conn_id!r}: timeout must be > 0, got {value!r}")
-    return timeout
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise LiangxinConfigError(f"connection {conn_id!r}: timeout must be a number, got {value!r}") from None
+    return finite_number(value, f"connection {conn_id!r}: timeout", inclusive=False)
 
 
-def _as_bool(value: Any, name: str, conn_id: str) -> bool:
+def _as_bool(value: Any, name: str, conn_id: str, *, default: bool) -> bool:
     if value is None:
-        return True
+        return default
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in (
-        "true",
-        "1",
-        "yes",
-        "on",
-        "false",
-        "0",
-        "no",
-        "off",
-    ):
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
         return value.strip().lower() in ("true", "1", "yes", "on")
     raise LiangxinConfigError(f"connection {conn_id!r}: {name} must be a boolean, got {value!r}")
+
+
+# ------------------------------------------------------------------- the sync path's whole-request deadline
+
+#: ``time.monotonic()`` by which the current sync request must be complete; None outside a hook request.
+_REQUEST_ENDS: contextvars.ContextVar[float | None] = contextvars.ContextVar("liangxin_request_ends", default=None)
+
+
+def _bounded(timeout: float | None, expired: type[Exception]) -> float | None:
+    """A socket operation's timeout, shortened to what is left of the whole-request deadline."""
+    ends = _REQUEST_ENDS.get()
+    if ends is None:
+        return timeout
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise expired("the whole-request deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket whose every read and write ends by the request's deadline.
+
+    httpx's timeouts apply per socket operation: a server sending a byte just inside each read timeout would hold
+    the request forever. Bounding each operation by the time left bounds the whole request.
+    """
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        timeout = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _bound_every_transport(client: httpx.Client) -> None:
+    """Put the deadline backend under every connection pool of ``client`` (the direct one and env proxies').
+
+    httpx takes no network backend, so this sets httpcore's pool attribute; tests/hooks prove it takes effect
+    (a trickling server) for direct and proxied requests, so an httpx/httpcore change cannot go unnoticed.
+    """
+    transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if backend is None:
+            log.debug("LiangXin: cannot bound socket operations of %r; per-chunk deadline checks only", transport)
+        elif not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+
+
+def _content_length(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+#: (library exception classes, what they mean), checked in order; the wording is _api.transport_error's.
+_ErrorTable = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], type[LiangxinError]], ...]
+
+#: How httpx's exceptions read; the aiohttp twin is _aiohttp_errors (built on first async use).
+_HTTPX_ERRORS: _ErrorTable = (
+    ((httpx.ConnectTimeout, httpx.PoolTimeout), LiangxinConnectTimeoutError),
+    (httpx.ConnectError, LiangxinConnectError),
+    (httpx.TimeoutException, LiangxinTimeoutError),
+    (httpx.LocalProtocolError, LiangxinConfigError),
+    (httpx.DecodingError, LiangxinResponseError),
+    (httpx.HTTPError, LiangxinTransportError),
+)
+
+
+@functools.cache
+def _aiohttp_errors() -> _ErrorTable:
+    aiohttp = _aiohttp()
+    return (
+        # aiohttp reports bad gzip as a ClientPayloadError caused by this (a truncated body is one too).
+        (aiohttp.http_exceptions.ContentEncodingError, LiangxinResponseError),
+        (aiohttp.ConnectionTimeoutError, LiangxinConnectTimeoutError),
+        (aiohttp.ClientConnectorError, LiangxinConnectError),
+        ((TimeoutError, aiohttp.ServerTimeoutError), LiangxinTimeoutError),
+        (aiohttp.InvalidURL, LiangxinConfigError),
+        (aiohttp.ClientError, LiangxinTransportError),
+    )
+
+
+def _error_kind(exc: BaseException, table: _ErrorTable) -> type[LiangxinError] | None:
+    cause = exc.__cause__
+    for classes, kind in table:
+        if isinstance(exc, classes) or (kind is LiangxinResponseError and isinstance(cause, classes)):
+            return kind
+    return None
 
 
 # ----------------------------------------------------------------------------- the shared async session pool
 
 
 class _SessionPool:
-    """aiohttp sessions shared per (event loop, TLS setting), reference-counted by open hooks.
+    """aiohttp sessions shared per (event loop, TLS setting, API origin), reference-counted by open hooks.
 
-    A session lives while at least one hook on its loop holds it, and is closed by the last one out, so no
-    session outlives its users nor is bound to a dead loop (the dict is keyed weakly by the loop).
+    One session (and connection limit) per origin, so a dead or slow host holding its connections cannot make
+    a healthy host's requests wait for a free connection. A session lives while at least one hook on its loop
+    holds it and is closed by the last one out, so no session outlives its users nor is bound to a dead loop
+    (the dict is keyed weakly by the loop).
     """
 
     def __init__(self) -> None:
         self._entries: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[bool, tuple[aiohttp.ClientSession, int]]
+            asyncio.AbstractEventLoop, dict[tuple[bool, str], tuple[aiohttp.ClientSession, int]]
         ] = weakref.WeakKeyDictionary()
 
-    def acquire(self, verify_ssl: bool) -> aiohttp.ClientSession:
+    def acquire(self, verify_ssl: bool, origin: str = "") -> aiohttp.ClientSession:
         per_loop = self._entries.setdefault(asyncio.get_running_loop(), {})
-        session, users = per_loop.get(verify_ssl, (None, 0))
+        key = (verify_ssl, origin)
+        session, users = per_loop.get(key, (None, 0))
         if session is None or session.closed:
+            aiohttp = _aiohttp()
             # ssl=True selects aiohttp's default verifying context, built once when aiohttp is imported: building
             # our own here would cost ~40 ms of CPU inside the triggerer's event loop on first use.
             connector = aiohttp.TCPConnector(limit=ASYNC_CONNECTION_LIMIT, ssl=verify_ssl, enable_cleanup_closed=False)
@@ -185,24 +411,27 @@ class _SessionPool:
             # ("Cannot combine AUTHORIZATION header"). Each hook resolves its proxy once instead (env_proxy).
             session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
             users = 0
-        per_loop[verify_ssl] = (session, users + 1)
+        per_loop[key] = (session, users + 1)
         return session
 
-    async def release(self, verify_ssl: bool) -> None:
+    async def release(self, verify_ssl: bool, origin: str = "") -> None:
         per_loop = self._entries.get(asyncio.get_running_loop(), {})
-        session, users = per_loop.get(verify_ssl, (None, 0))
+        key = (verify_ssl, origin)
+        session, users = per_loop.get(key, (None, 0))
         if session is None:
             return
         if users <= 1:
-            del per_loop[verify_ssl]
+            del per_loop[key]
             await session.close()
         else:
-            per_loop[verify_ssl] = (session, users - 1)
+            per_loop[key] = (session, users - 1)
 
-    def users(self, verify_ssl: bool) -> int:
-        """Open hooks holding the current loop's session (for tests and benchmarks)."""
-        entry = self._entries.get(asyncio.get_running_loop(), {}).get(verify_ssl)
-        return entry[1] if entry else 0
+    def users(self, verify_ssl: bool, origin: str | None = None) -> int:
+        """Open hooks holding the current loop's sessions, of one origin or all (for tests and benchmarks)."""
+        per_loop = self._entries.get(asyncio.get_running_loop(), {})
+        return sum(
+            users for (tls, host), (_, users) in per_loop.items() if tls == verify_ssl and origin in (None, host)
+        )
 
 
 SESSION_POOL = _SessionPool()
@@ -218,6 +447,26 @@ def env_proxy(base_url: str) -> str | None:
     return getproxies().get(parts.scheme)
 
 
+async def _aread_capped(request: ApiRequest, response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, or a LiangxinResponseError as soon as it is known to exceed the cap."""
+    declared = response.content_length
+    if declared is not None:
+        if declared > MAX_API_RESPONSE_BYTES:
+            response.close()
+            raise too_large_error(request, response.status, declared)
+        if "Content-Encoding" not in response.headers:
+            return await response.read()  # bounded by the declared length: the fast path of every poll
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():  # decoded: a compressed bomb is capped after decoding
+        size += len(chunk)
+        if size > MAX_API_RESPONSE_BYTES:
+            response.close()
+            raise too_large_error(request, response.status)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # ------------------------------------------------------------------------------------------------- the hook
 
 
@@ -225,9 +474,10 @@ class LiangxinHook(BaseHook):
     """Talk to the LiangXin Market API through an Airflow connection of type ``liangxin``.
 
     :param liangxin_conn_id: Connection whose host is the API base URL and whose password is the API key.
-    :param timeout: Per-request timeout in seconds; overrides the connection's ``timeout`` extra.
-    :param retry: JSON-native retry settings (``max_attempts``, ``backoff_initial``, ``backoff_max``,
-        ``max_wait_total``); see :class:`~airflow_provider_liangxin._api.RetryPolicy`.
+    :param timeout: Whole-request timeout in seconds (connect, send and the whole answer); overrides the
+        connection's ``timeout`` extra.
+    :param retry: JSON-native retry settings (the fields of :class:`~airflow_provider_liangxin._api.RetryPolicy`:
+        ``max_attempts``, ``backoff_initial``, ``backoff_max``, ``max_wait_total``).
 
     Sync use: ``hook.create_task(...)``, ``hook.get_task(...)``. Async use (triggers)::
 
@@ -254,11 +504,13 @@ class LiangxinHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.liangxin_conn_id = liangxin_conn_id
-        self.timeout = timeout
+        self.timeout = None if timeout is None else finite_number(timeout, "timeout", inclusive=False)
         self.retry_policy = RetryPolicy.from_kwargs(retry)
         self._settings: ConnectionSettings | None = None
         self._client: httpx.Client | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._pool_key: tuple[bool, str] | None = None
+        self._client_timeout: aiohttp.ClientTimeout | None = None
         self._proxy: str | None = None
 
     def __repr__(self) -> str:
@@ -300,12 +552,39 @@ class LiangxinHook(BaseHook):
             self._settings = ConnectionSettings.from_connection(conn, extras, self.timeout)
         return self._settings
 
+    def _budget(self, request: ApiRequest, deadline: float | None) -> float:
+        """Seconds this request may take: the whole-request timeout, or less if the caller's deadline is nearer."""
+        timeout = self.settings_or_raise().timeout
+        if deadline is None:
+            return timeout
+        left = deadline - time.time()
+        if left <= 0:
+            raise LiangxinTimeoutError(f"LiangXin {request.operation}: the caller's deadline has passed")
+        return min(timeout, left)
+
     # ------------------------------------------------------------------------------------------ retries
 
-    def _retry_kwargs(self, request: ApiRequest) -> dict[str, Any]:
+    def _retry_kwargs(self, request: ApiRequest, deadline: float | None) -> dict[str, Any]:
         return self.retry_policy.tenacity_kwargs(
-            lambda exc: is_retryable(request, exc), f"LiangXin {request.operation}", self.log
+            lambda exc: is_retryable(request, exc), f"LiangXin {request.operation}", self.log, deadline
         )
+
+    def _raise_transport_error(
+        self,
+        request: ApiRequest,
+        exc: BaseException,
+        budget: float,
+        table: _ErrorTable,
+    ) -> NoReturn:
+        kind = _error_kind(exc, table)
+        if kind is None:
+            raise exc
+        settings = self.settings_or_raise()
+        err = transport_error(
+            request, kind, exc, base_url=settings.base_url, budget=budget, conn_id=self.liangxin_conn_id
+        )
+        # A request that could not be built may quote its Authorization header: never chain that message.
+        raise err from (None if isinstance(err, LiangxinConfigError) else exc)
 
     # ---------------------------------------------------------------------------------------- sync path
 
@@ -318,7 +597,9 @@ class LiangxinHook(BaseHook):
                 headers=settings.headers,
                 timeout=settings.timeout,
                 verify=shared_ssl_context() if settings.verify_ssl else False,
+                follow_redirects=False,
             )
+            _bound_every_transport(self._client)
         return self._client
 
     def close(self) -> None:
@@ -326,33 +607,35 @@ class LiangxinHook(BaseHook):
             self._client.close()
             self._client = None
 
-    def _send(self, request: ApiRequest) -> Any:
+    def _send(self, request: ApiRequest, deadline: float | None = None) -> Any:
         client = self.get_conn()
+        budget = self._budget(request, deadline)
+        ends = time.monotonic() + budget
+        token = _REQUEST_ENDS.set(ends)
         try:
-            response = client.request(request.method, request.path, params=request.params, json=request.json_body)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise LiangxinConnectError(
-                f"LiangXin {request.operation}: cannot connect to {client.base_url}: {type(exc).__name__}"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise LiangxinTimeoutError(
-                f"LiangXin {request.operation}: no answer within {self.settings.timeout:g} s ({type(exc).__name__})"
-            ) from exc
-        except httpx.LocalProtocolError as exc:
-            # The request could not even be built (an illegal header value): not retryable, and the message
-            # (which may quote the Authorization header) is not echoed.
-            raise LiangxinConfigError(
-                f"LiangXin {request.operation}: the request could not be built ({type(exc).__name__}); "
-                f"check the API key and host of connection {self.liangxin_conn_id!r}"
-            ) from None
-        except httpx.TransportError as exc:
-            raise LiangxinTransportError(f"LiangXin {request.operation}: {type(exc).__name__}: {exc}") from exc
-        return parse_response(request, response.status_code, response.headers, response.content)
+            with client.stream(request.method, request.path, params=request.params, json=request.json_body) as response:
+                declared = _content_length(response.headers.get("Content-Length"))
+                if declared is not None and declared > MAX_API_RESPONSE_BYTES:
+                    raise too_large_error(request, response.status_code, declared)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():  # decoded: a compressed bomb is capped after decoding
+                    size += len(chunk)
+                    if size > MAX_API_RESPONSE_BYTES:
+                        raise too_large_error(request, response.status_code)
+                    if time.monotonic() > ends:
+                        raise httpx.ReadTimeout("the whole-request deadline has passed")
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            self._raise_transport_error(request, exc, budget, _HTTPX_ERRORS)
+        finally:
+            _REQUEST_ENDS.reset(token)
+        return parse_response(request, response.status_code, response.headers, b"".join(chunks))
 
-    def _call(self, request: ApiRequest) -> Any:
-        for attempt in tenacity.Retrying(sleep=self._sleep, **self._retry_kwargs(request)):
+    def _call(self, request: ApiRequest, deadline: float | None = None) -> Any:
+        for attempt in tenacity.Retrying(sleep=self._sleep, **self._retry_kwargs(request, deadline)):
             with attempt:
-                return self._send(request)
+                return self._send(request, deadline)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def create_task(self, model: str, input: Mapping[str, Any], callback_url: str | None = None) -> str:
@@ -367,8 +650,10 @@ class LiangxinHook(BaseHook):
         request = build_record_info(task_id)
         return f"{self.settings.base_url}{request.path}?{urlencode(request.params or {})}"
 
-    def get_task(self, task_id: str) -> TaskRecord:
-        return TaskRecord.from_api(self._call(build_record_info(task_id)))
+    def get_task(self, task_id: str, *, deadline: float | None = None) -> TaskRecord:
+        """The task's record. ``deadline`` (epoch seconds) bounds the call, retries included, when it is nearer
+        than the whole-request timeout; passing it raises :class:`LiangxinTimeoutError`."""
+        return parse_record_info(self._call(build_record_info(task_id), deadline), task_id)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call: recordInfo for an id that cannot exist; LiangXin's 404 proves the key."""
@@ -398,71 +683,70 @@ class LiangxinHook(BaseHook):
         settings = await self._asettings()
         self._proxy = env_proxy(settings.base_url)  # once per hook, not per request
         if self._session is None:
-            self._session = SESSION_POOL.acquire(settings.verify_ssl)
+            self._pool_key = (settings.verify_ssl, settings.origin)
+            self._session = SESSION_POOL.acquire(*self._pool_key)
+            self._client_timeout = _aiohttp().ClientTimeout(total=settings.timeout)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._session is not None:
+        if self._session is not None and self._pool_key is not None:
             self._session = None
-            await SESSION_POOL.release(self.settings_or_raise().verify_ssl)
+            await SESSION_POOL.release(*self._pool_key)
 
     def settings_or_raise(self) -> ConnectionSettings:
         if self._settings is None:
             raise LiangxinConfigError("the hook's connection has not been resolved yet")
         return self._settings
 
-    async def _asend(self, request: ApiRequest) -> Any:
+    async def _asend(self, request: ApiRequest, deadline: float | None = None) -> Any:
         if self._session is None:
             raise LiangxinConfigError("async LiangxinHook calls need `async with hook:` around them")
         settings = self.settings_or_raise()
-        timeout = aiohttp.ClientTimeout(total=None, connect=settings.timeout, sock_read=settings.timeout)
-        url = settings.base_url + request.path
+        budget = self._budget(request, deadline)
+        # total= is aiohttp's whole-request timeout: connect, send, headers and the body read below.
+        timeout = self._client_timeout if deadline is None else _aiohttp().ClientTimeout(total=budget)
         try:
             async with self._session.request(
                 request.method,
-                url,
+                settings.base_url + request.path,
                 params=request.params,
                 json=request.json_body,
                 headers=settings.headers,
                 timeout=timeout,
                 proxy=self._proxy,
+                allow_redirects=False,  # as the sync path: a redirect is an error, never a re-sent createTask
             ) as response:
-                content = await response.read()
+                content = await _aread_capped(request, response)
                 return parse_response(request, response.status, response.headers, content)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise LiangxinConnectError(
-                f"LiangXin {request.operation}: cannot connect to {settings.base_url}: {type(exc).__name__}"
-            ) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise LiangxinTimeoutError(
-                f"LiangXin {request.operation}: no answer within {settings.timeout:g} s ({type(exc).__name__})"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise LiangxinTransportError(f"LiangXin {request.operation}: {type(exc).__name__}: {exc}") from exc
+        except LiangxinError:
+            raise
+        except Exception as exc:
+            self._raise_transport_error(request, exc, budget, _aiohttp_errors())
 
-    async def _acall(self, request: ApiRequest) -> Any:
+    async def _acall(self, request: ApiRequest, deadline: float | None = None) -> Any:
         # Fast path: a poll that succeeds builds no tenacity objects. Those leave ~40 objects of cyclic garbage per
         # call, which drive full GCs of the triggerer's whole heap (measured: 100-500 ms loop stalls).
         try:
-            return await self._asend(request)
+            return await self._asend(request, deadline)
         except Exception as exc:
             if self.retry_policy.max_attempts <= 1 or not is_retryable(request, exc):
                 raise
             first_failure: BaseException | None = exc
         # Same policy as the sync path: the failure above counts as tenacity's attempt 1 (same waits, caps, logs).
-        async for attempt in tenacity.AsyncRetrying(sleep=self._asleep, **self._retry_kwargs(request)):
+        async for attempt in tenacity.AsyncRetrying(sleep=self._asleep, **self._retry_kwargs(request, deadline)):
             with attempt:
                 if first_failure is not None:
                     failure, first_failure = first_failure, None
                     raise failure
-                return await self._asend(request)
+                return await self._asend(request, deadline)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def acreate_task(self, model: str, input: Mapping[str, Any], callback_url: str | None = None) -> str:
         return parse_create_task(await self._acall(build_create_task(model, input, callback_url)))
 
-    async def aget_task(self, task_id: str) -> TaskRecord:
-        return TaskRecord.from_api(await self._acall(build_record_info(task_id)))
+    async def aget_task(self, task_id: str, *, deadline: float | None = None) -> TaskRecord:
+        """The async twin of :meth:`get_task`, for the triggerer."""
+        return parse_record_info(await self._acall(build_record_info(task_id), deadline), task_id)
 
 
 __all__ = ["ConnectionSettings", "LiangxinHook", "shared_ssl_context", "user_agent"]

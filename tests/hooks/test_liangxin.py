@@ -30,6 +30,8 @@ from airflow_provider_liangxin.hooks.liangxin import SESSION_POOL, LiangxinHook
 from tests.conftest import TEST_API_KEY, liangxin_conn_json
 from tests.support.scripted_server import Reply, ok, record
 
+#: The taskId of scripted_server.record(): recordInfo answers must name the task asked for.
+RID = "task_seedream-v4-5_1"
 FAST_RETRY = {"max_attempts": 4, "backoff_initial": 0.0, "backoff_max": 0.0, "max_wait_total": 60}
 
 
@@ -219,7 +221,7 @@ class TestRetries:
         scripted_conn.script(Reply(500, {"code": 500, "msg": "upstream"}), Reply(502, b"<html>bad gw</html>"))
         scripted_conn.script(ok(record()))
         hook = RecordingHook(retry=FAST_RETRY)
-        assert run(mode, hook, "get_task", "task_a").state is TaskState.GENERATING
+        assert run(mode, hook, "get_task", RID).state is TaskState.GENERATING
         assert len(scripted_conn.requests) == 3
         assert len(hook.waits) == 2
         logs = "".join(capfd.readouterr())
@@ -231,14 +233,14 @@ class TestRetries:
         scripted_conn.script(Reply(429, {"error": {"message": "busy", "type": "t", "code": ""}}, {"Retry-After": "2"}))
         scripted_conn.script(ok(record()))
         hook = RecordingHook(retry=FAST_RETRY)
-        run(mode, hook, "get_task", "task_a")
+        run(mode, hook, "get_task", RID)
         assert hook.waits == [2.0]
 
     def test_retry_after_http_date_is_honoured(self, scripted_conn, mode):
         when = email.utils.formatdate(time.time() + 5, usegmt=True)
         scripted_conn.script(Reply(429, {"code": 429, "msg": "busy"}, {"Retry-After": when}), ok(record()))
         hook = RecordingHook(retry=FAST_RETRY)
-        run(mode, hook, "get_task", "task_a")
+        run(mode, hook, "get_task", RID)
         assert len(hook.waits) == 1
         assert 3 < hook.waits[0] <= 5
 
@@ -246,7 +248,7 @@ class TestRetries:
         scripted_conn.script(Reply(429, {"code": 429, "msg": "busy"}, {"Retry-After": "600"}))
         hook = RecordingHook(retry={**FAST_RETRY, "max_wait_total": 30})
         with pytest.raises(LiangxinRateLimitError) as info:
-            run(mode, hook, "get_task", "task_a")
+            run(mode, hook, "get_task", RID)
         assert info.value.retry_after == 600
         assert hook.waits == []
         assert len(scripted_conn.requests) == 1
@@ -255,32 +257,32 @@ class TestRetries:
         scripted_conn.script(*[Reply(503, {"code": 503, "msg": "down"}) for _ in range(10)])
         hook = RecordingHook(retry={**FAST_RETRY, "max_attempts": 3})
         with pytest.raises(LiangxinServerError, match="down"):
-            run(mode, hook, "get_task", "task_a")
+            run(mode, hook, "get_task", RID)
         assert len(scripted_conn.requests) == 3
 
     def test_backoff_grows_exponentially_within_cap(self, scripted_conn, mode, monkeypatch):
         monkeypatch.setattr(_api.random, "uniform", lambda low, high: high)
         scripted_conn.script(*[Reply(500, {"code": 500, "msg": "x"}) for _ in range(4)], ok(record()))
         hook = RecordingHook(retry={"max_attempts": 5, "backoff_initial": 1, "backoff_max": 5, "max_wait_total": 60})
-        run(mode, hook, "get_task", "task_a")
+        run(mode, hook, "get_task", RID)
         assert hook.waits == [1, 2, 4, 5]
 
     @pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
     def test_client_errors_are_not_retried(self, scripted_conn, mode, status):
         scripted_conn.script(Reply(status, {"code": status, "msg": "nope"}), ok(record()))
         with pytest.raises(_api.error_class_for_status(status)):
-            run(mode, RecordingHook(retry=FAST_RETRY), "get_task", "task_a")
+            run(mode, RecordingHook(retry=FAST_RETRY), "get_task", RID)
         assert len(scripted_conn.requests) == 1
 
     def test_get_timeout_is_retried(self, scripted_conn, mode):
         scripted_conn.script(Reply(delay=0.6, body={"code": 200, "msg": "success", "data": record()}), ok(record()))
         hook = RecordingHook(timeout=0.25, retry=FAST_RETRY)
-        assert run(mode, hook, "get_task", "task_a").task_id == "task_seedream-v4-5_1"
+        assert run(mode, hook, "get_task", RID).task_id == "task_seedream-v4-5_1"
         assert len(scripted_conn.requests) == 2
 
     def test_dropped_connection_on_get_is_retried(self, scripted_conn, mode):
         scripted_conn.script(Reply(drop=True), ok(record()))
-        assert run(mode, RecordingHook(retry=FAST_RETRY), "get_task", "task_a").model == "seedream-v4-5"
+        assert run(mode, RecordingHook(retry=FAST_RETRY), "get_task", RID).model == "seedream-v4-5"
         assert len(scripted_conn.requests) == 2
 
     def test_create_not_retried_on_5xx(self, scripted_conn, mode):
@@ -333,7 +335,7 @@ class TestRespx:
         mocked.get("/api/v1/jobs/recordInfo").respond(
             200, json={"code": 200, "message": "success", "data": record(state="fail", failCode=501, failMsg="x")}
         )
-        rec = LiangxinHook().get_task("t")
+        rec = LiangxinHook().get_task(RID)
         assert (rec.state, rec.fail_code) == (TaskState.FAIL, "501")
 
     def test_gateway_401(self, mocked):
@@ -358,14 +360,14 @@ class TestRespx:
             200, json={"code": 200, "msg": "ok", "data": record(state="done")}
         )
         with pytest.raises(_api.LiangxinResponseError, match="unknown task state 'done'"):
-            LiangxinHook().get_task("t")
+            LiangxinHook().get_task(RID)
 
     def test_client_is_reused_and_closed(self, mocked):
         route = mocked.get("/api/v1/jobs/recordInfo").respond(200, json={"code": 200, "msg": "ok", "data": record()})
         hook = LiangxinHook()
-        hook.get_task("a")
+        hook.get_task(RID)
         client = hook.get_conn()
-        hook.get_task("b")
+        hook.get_task(RID)
         assert hook.get_conn() is client
         assert route.call_count == 2
         hook.close()
@@ -431,7 +433,7 @@ class TestAsyncPath:
         monkeypatch.setattr(LiangxinHook, "get_connection", forbidden)
         scripted_conn.script(ok(record()))
         async with LiangxinHook() as hook:
-            assert (await hook.aget_task("task_a")).state is TaskState.GENERATING
+            assert (await hook.aget_task(RID)).state is TaskState.GENERATING
 
     async def test_hooks_on_one_loop_share_one_session_closed_by_the_last(self, scripted_conn):
         scripted_conn.script(ok(record()), ok(record()))
@@ -440,7 +442,7 @@ class TestAsyncPath:
             async with second:
                 assert first._session is second._session
                 assert SESSION_POOL.users(verify_ssl=True) == 2
-                await asyncio.gather(first.aget_task("a"), second.aget_task("b"))
+                await asyncio.gather(first.aget_task(RID), second.aget_task(RID))
             session = first._session
             assert SESSION_POOL.users(verify_ssl=True) == 1
             assert not session.closed

@@ -3,16 +3,24 @@
 Unit tests of the hook's status, body-shape and retry handling need exact, odd answers (HTML bodies, a 429 with
 an HTTP-date Retry-After, a dropped connection) that the simulator is not meant to produce on demand. Running
 them over a real socket covers the sync (httpx) and async (aiohttp) transports with the same script.
+
+Hostile answers too: a body of tens of megabytes (``filler``), an answer trickled a byte at a time (``trickle``),
+and :class:`HoldingServer`, a host that accepts connections and never answers. Every loop they run stops when
+the server is closed, so nothing outlives a test.
 """
 
 from __future__ import annotations
 
+import http
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+_FILLER_CHUNK = b"x" * 65536
 
 
 @dataclass
@@ -22,6 +30,14 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False  # close the socket without answering
+    #: Seconds between single bytes of the answer (from the status line on, or from the body on if
+    #: ``trickle_headers`` is false): a server that never stalls a read long enough for a per-read timeout.
+    trickle: float = 0.0
+    trickle_headers: bool = True
+    #: This many more body bytes (``b"x"``) after ``body``, written in 64 KiB chunks until the client goes away.
+    filler: int = 0
+    #: False: no Content-Length; the body ends when the connection closes.
+    declare_length: bool = True
 
 
 @dataclass
@@ -37,6 +53,9 @@ class ScriptedServer:
         self.replies: list[Reply] = []
         self.default = Reply(500, {"code": 500, "msg": "no scripted reply left", "data": None})
         self.requests: list[Seen] = []
+        #: Body bytes of each raw (trickled or filler) answer written before the client went away.
+        self.sent: list[int] = []
+        self.stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,13 +81,53 @@ class ScriptedServer:
                 elif isinstance(payload, str):
                     payload = payload.encode()
                 payload = payload or b""
-                self.send_response(reply.status)
+                if reply.trickle or reply.filler or not reply.declare_length:
+                    self._raw(reply, payload)
+                    return
+                try:
+                    self.send_response(reply.status)
+                    headers = {"Content-Type": "application/json", **reply.headers}
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    self.close_connection = True  # the client gave up waiting (a timeout test): nothing to report
+
+            def _raw(self, reply: Reply, payload: bytes) -> None:
                 headers = {"Content-Type": "application/json", **reply.headers}
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                if reply.declare_length:
+                    headers["Content-Length"] = str(len(payload) + reply.filler)
+                else:
+                    headers["Connection"] = "close"
+                lines = [f"HTTP/1.1 {reply.status} {http.HTTPStatus(reply.status).phrase}"]
+                lines += [f"{name}: {value}" for name, value in headers.items()]
+                head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+                self.close_connection = True
+                sent = 0
+                try:
+                    if reply.trickle:
+                        slow = head + payload if reply.trickle_headers else payload
+                        if not reply.trickle_headers:
+                            self.wfile.write(head)
+                        for byte in slow:
+                            if server.stopping.wait(reply.trickle):
+                                return
+                            self.wfile.write(bytes([byte]))
+                            sent += 1
+                        return
+                    self.wfile.write(head + payload)
+                    left = reply.filler
+                    while left > 0 and not server.stopping.is_set():
+                        chunk = _FILLER_CHUNK[: min(left, len(_FILLER_CHUNK))]
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+                        left -= len(chunk)
+                except OSError:
+                    pass  # the client went away: what a cap or a deadline is for
+                finally:
+                    server.sent.append(sent)
 
             do_GET = do_POST = _handle
 
@@ -85,8 +144,42 @@ class ScriptedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class HoldingServer:
+    """A host that accepts TCP connections and never answers (a hung or blackholed API), until closed."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self._listener.settimeout(0.05)
+        self.base_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def __enter__(self) -> HoldingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self.held:
+            conn.close()
+        self._listener.close()
 
 
 def ok(data: Any) -> Reply:
