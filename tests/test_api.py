@@ -221,3 +221,97 @@ class TestRetryRules:
             "input": {},
             "callBackUrl": "https://h/cb",
         }
+
+
+class TestLimits:
+    def test_the_limits_are_the_documented_ones(self):
+        assert (_api.MAX_API_RESPONSE_BYTES, _api.API_TEXT_MAX_CHARS) == (4 * 1024 * 1024, 2000)
+
+    def test_cap_text_marks_the_cut_and_is_idempotent(self):
+        text = "a" * 10_000
+        cut = _api.cap_text(text)
+        assert len(cut) == _api.API_TEXT_MAX_CHARS
+        assert cut.endswith("…[cut: 10000 chars in all]")
+        assert _api.cap_text(cut) == cut
+        assert _api.cap_text("short") == "short"
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"code": 500, "msg": "m" * 100_000, "data": None},
+            {"error": {"message": "m" * 100_000, "type": "t", "code": ""}},
+            {"code": "c" * 100_000, "data": None},
+        ],
+        ids=["msg", "error.message", "code"],
+    )
+    def test_api_text_in_errors_is_capped(self, body):
+        with pytest.raises(_api.LiangxinError) as info:
+            _parse(500 if "error" in body or body.get("code") == 500 else 200, body)
+        assert len(str(info.value)) < _api.API_TEXT_MAX_CHARS + 200
+
+    def test_fail_msg_and_fail_code_are_capped_in_records_and_events(self):
+        rec = TaskRecord.from_api(record(state="fail", failCode="c" * 50_000, failMsg="f" * 5_000_000))
+        assert len(rec.fail_msg) == len(rec.fail_code) == _api.API_TEXT_MAX_CHARS
+        again = TaskRecord.from_dict({**rec.to_dict(), "fail_msg": "g" * 50_000})
+        assert len(again.fail_msg) == _api.API_TEXT_MAX_CHARS
+
+    def test_record_must_be_of_the_task_asked_for(self):
+        assert _api.parse_record_info(record("task_a"), " task_a ").task_id == "task_a"
+        with pytest.raises(LiangxinResponseError, match="answered for task 'task_b' when 'task_a' was asked"):
+            _api.parse_record_info(record("task_b"), "task_a")
+
+    @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+    def test_a_redirect_is_an_error_naming_it(self, status):
+        with pytest.raises(_api.LiangxinHTTPError, match="answered a redirect to https://elsewhere/x") as info:
+            _parse(status, b"", {"Location": "https://elsewhere/x"}, request=POST)
+        assert info.value.status_code == status
+        assert not _api.is_retryable(POST, info.value)
+        assert not _api.is_retryable(GET, info.value)
+
+    @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "-5", "-0.5", "1e999"])
+    def test_non_finite_or_negative_retry_after_is_ignored(self, value):
+        assert _api.parse_retry_after(value) is None
+
+    def test_valid_retry_after_values(self):
+        assert _api.parse_retry_after("0") == 0
+        assert _api.parse_retry_after(" 2.5 ") == 2.5
+
+
+class TestRetryPolicyValues:
+    @pytest.mark.parametrize("name", RetryPolicy.field_names())
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), True, False, "3", None, -1])
+    def test_non_finite_bool_and_wrong_types_are_config_errors(self, name, value):
+        with pytest.raises(_api.LiangxinConfigError, match=name):
+            RetryPolicy.from_kwargs({name: value})
+
+    def test_field_names_come_from_the_dataclass(self):
+        import dataclasses
+
+        names = tuple(f.name for f in dataclasses.fields(RetryPolicy))
+        assert (
+            RetryPolicy.field_names() == names == ("max_attempts", "backoff_initial", "backoff_max", "max_wait_total")
+        )
+        assert tuple(RetryPolicy().to_dict()) == names
+        with pytest.raises(_api.LiangxinConfigError, match="allowed: max_attempts, backoff_initial"):
+            RetryPolicy.from_kwargs({"tries": 3})
+
+    def test_round_trip_and_ints_for_floats(self):
+        policy = RetryPolicy.from_kwargs(
+            {"max_attempts": 2, "backoff_initial": 0, "backoff_max": 3, "max_wait_total": 9}
+        )
+        assert RetryPolicy.from_kwargs(policy.to_dict()) == policy
+
+    def test_a_huge_attempt_number_does_not_overflow_the_backoff(self):
+        assert 0 <= RetryPolicy(backoff_initial=1, backoff_max=4).backoff(10_000) <= 4
+
+    def test_finite_number(self):
+        assert _api.finite_number(3, "x") == 3.0
+        with pytest.raises(_api.LiangxinConfigError, match="x must be > 0"):
+            _api.finite_number(0, "x", inclusive=False)
+
+
+def test_dead_code_is_gone():
+    assert not hasattr(_api, "auth_headers")
+    assert not hasattr(LiangxinTransportError, "request_sent")
+    assert issubclass(_api.LiangxinConnectTimeoutError, LiangxinConnectError)
+    assert issubclass(_api.LiangxinConnectTimeoutError, LiangxinTimeoutError)
