@@ -12,6 +12,11 @@ __version__ = "0.1.0"
 
 _HOOK = "airflow_provider_liangxin.hooks.liangxin.LiangxinHook"
 
+#: The project's home; its docs folder is what the Providers page links to (pyproject's [project.urls]
+#: Documentation, which Airflow reads from the package metadata, names the same URL).
+HOME_URL = "https://github.com/airflow-provider-liangxin/airflow-provider-liangxin"
+DOCS_URL = f"{HOME_URL}/tree/main/docs"
+
 
 def get_provider_info() -> dict[str, Any]:
     """Provider metadata for Airflow's ProvidersManager (validated against provider_info.schema.json)."""
@@ -22,6 +27,7 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Drive the LiangXin Market API (Seedream, Z-Image, Nano Banana, Imagen 4, Flux 2, Kling...) "
         "from Airflow: create generation tasks, wait for them deferrably, collect the results.",
         "state": "ready",
+        "documentation-url": DOCS_URL,
         "versions": [__version__],
         "integrations": [
             {
@@ -47,20 +53,35 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": _HOOK,
                 "hook-name": "LiangXin",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "API base URL", "password": "API key"},
-                    "placeholders": {"host": "https://your-liangxin-host.example", "password": "sk-..."},
+                    # Port stays visible: Airflow 3.3.2's Test button sends port 0 for a connection stored without
+                    # one and then refuses the test (apache/airflow#73298); a stored port avoids that.
+                    "hidden-fields": ["schema", "login"],
+                    "relabeling": {"host": "API base URL", "password": "API key", "port": "Port (optional)"},
+                    "placeholders": {
+                        "host": "https://your-liangxin-host.example",
+                        "password": "sk-...",
+                        "port": "443 (set it for the UI's Test button on Airflow 3.3)",
+                    },
                 },
                 "conn-fields": {
                     "timeout": {
                         "label": "Request timeout (s)",
-                        "description": "Per-request timeout in seconds (connect and read).",
-                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
+                        "description": "Whole-request timeout in seconds: connect, send and the whole answer. "
+                        "Any value above 0; default 30.",
+                        # No "minimum": the UI clamps to it; the hook rejects 0, negatives, NaN and inf itself.
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 30},
                     },
                     "verify_ssl": {
                         "label": "Verify TLS certificates",
                         "description": "Turn off only for a private gateway with a self-signed certificate.",
                         "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "allow_private_result_hosts": {
+                        "label": "Allow private result hosts",
+                        "description": "Let result downloads go to loopback or private addresses (a private object "
+                        "store). Off: only public hosts and the API's own host. Link-local addresses (cloud "
+                        "metadata) are always refused.",
+                        "schema": {"type": ["boolean", "null"], "default": False},
                     },
                 },
             }

@@ -158,6 +158,7 @@ class ConnectionSettings:
         return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Visible ASCII only: a space, a line break or a non-ASCII character in a key is a paste accident.
 _KEY = re.compile(r"[\x21-\x7e]+")
 #: Host names as DNS and URLs allow them (IP literals are checked with ipaddress).
@@ -208,7 +209,7 @@ def _base_url(conn: Any, conn_id: str) -> str:
     port = conn.port or None  # the UI of Airflow 3.3.2 may send 0 for an empty port: "no port"
     if port is not None and not (isinstance(port, int) and 0 < port < 65536):
         raise LiangxinConfigError(f"Airflow connection {conn_id!r}: port {port!r} is invalid (use 1-65535)")
-    if port and url_port is None:
+    if port and url_port is None and port != _DEFAULT_PORTS[parts.scheme.lower()]:
         parts = parts._replace(netloc=f"{parts.netloc}:{port}")
     base_url = urlunsplit(parts).rstrip("/")
     try:

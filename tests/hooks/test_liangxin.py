@@ -101,6 +101,10 @@ class TestSettings:
             ),
             '{"conn_type":"liangxin","host":"https://gw/prefix","password":"k"}': "https://gw/prefix",
             '{"conn_type":"liangxin","host":"https://gw/prefix","port":8443,"password":"k"}': "https://gw:8443/prefix",
+            # The port the UI's Test-button workaround stores: the scheme's default adds nothing.
+            '{"conn_type":"liangxin","host":"https://gw","port":443,"password":"k"}': "https://gw",
+            '{"conn_type":"liangxin","host":"gw","schema":"http","port":80,"password":"k"}': "http://gw",
+            '{"conn_type":"liangxin","host":"http://127.0.0.1:8765","port":8765,"password":"k"}': "http://127.0.0.1:8765",
         }
         for conn, expected in cases.items():
             monkeypatch.setenv("AIRFLOW_CONN_LIANGXIN_DEFAULT", conn)
@@ -160,8 +164,9 @@ class TestSettings:
 
         yaml_form = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
         form = LiangxinHook.get_ui_field_behaviour()
-        assert form["hidden_fields"] == yaml_form["hidden-fields"] == ["schema", "port", "login"]
-        assert form["relabeling"] == {"host": "API base URL", "password": "API key"}
+        assert form["hidden_fields"] == yaml_form["hidden-fields"] == ["schema", "login"]
+        assert form["relabeling"] == {"host": "API base URL", "password": "API key", "port": "Port (optional)"}
+        assert form["placeholders"] == yaml_form["placeholders"]
 
 
 # ------------------------------------------------------------------------------------------ requests sent
