@@ -8,8 +8,11 @@ Each model is a declarative table (field name -> :class:`Field`) built from a fe
 small functions for the rules that span several fields. Every problem is collected before raising, so a DAG
 author fixes all typos in one round trip.
 
-Source tags follow the API notes (``/work/shared/reference/liangxin-api.md`` §5, §6): [D] documented by
-LiangXin, [U] taken from the upstream Magnific/Freepik docs, [I] our own inference.
+Source tags say where a rule comes from: [D] documented by LiangXin (its model pages), [U] taken from the
+upstream Magnific/Freepik docs, [I] our own inference. docs/models.md lists the rules per model.
+
+The typed input helpers at the end repeat each model's field names for autocompletion; each names the models it
+serves (``models``), and tests/test_models.py checks helpers and schemas against each other in both directions.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -675,6 +678,9 @@ def _plain(value: Any) -> Any:
 class _Input:
     """Typed builders give DAG authors autocompletion; None means "not sent", so it is dropped."""
 
+    #: The models whose schemas this helper's fields mirror (the union of their fields, none more).
+    models: ClassVar[tuple[str, ...]] = ()
+
     def to_dict(self) -> dict[str, Any]:
         return {name: _plain(value) for name, value in vars(self).items() if value is not None}
 
@@ -682,6 +688,8 @@ class _Input:
 @dataclass(frozen=True)
 class SeedreamInput(_Input):
     """For seedream-v4-5, seedream-v5-lite and (with reference_images) seedream-v4-5-edit."""
+
+    models: ClassVar[tuple[str, ...]] = ("seedream-v4-5", "seedream-v5-lite", "seedream-v4-5-edit")
 
     prompt: str
     aspect_ratio: str | None = None
@@ -692,6 +700,8 @@ class SeedreamInput(_Input):
 
 @dataclass(frozen=True)
 class ZImageInput(_Input):
+    models: ClassVar[tuple[str, ...]] = ("z-image",)
+
     prompt: str
     image_size: str | None = None
     aspect_ratio: str | None = None
@@ -705,6 +715,8 @@ class ZImageInput(_Input):
 class NanoBananaInput(_Input):
     """For nano-banana-pro and nano-banana-pro-flash (use_google_search_tool is flash only)."""
 
+    models: ClassVar[tuple[str, ...]] = ("nano-banana-pro", "nano-banana-pro-flash")
+
     prompt: str
     image_input: Sequence[str] | None = None
     reference_images: Sequence[str] | None = None
@@ -716,6 +728,8 @@ class NanoBananaInput(_Input):
 
 @dataclass(frozen=True)
 class ImagenInput(_Input):
+    models: ClassVar[tuple[str, ...]] = ("imagen4-ultra", "imagen4-fast")
+
     prompt: str
     aspect_ratio: str | None = None
     person_generation: str | None = None
@@ -729,6 +743,8 @@ class ImagenInput(_Input):
 
 @dataclass(frozen=True)
 class FluxInput(_Input):
+    models: ClassVar[tuple[str, ...]] = ("flux-2-pro",)
+
     prompt: str
     width: int | None = None
     height: int | None = None
@@ -744,6 +760,8 @@ class FluxInput(_Input):
 
 @dataclass(frozen=True)
 class KlingInput(_Input):
+    models: ClassVar[tuple[str, ...]] = ("kling-v3-pro",)
+
     prompt: str | None = None
     multi_prompt: Sequence[Mapping[str, Any]] | None = None
     start_image_url: str | None = None
