@@ -207,6 +207,8 @@ def _base_url(conn: Any, conn_id: str) -> str:
     if not _valid_hostname(parts.hostname or ""):
         raise LiangxinConfigError(f"{bad} has no valid host name")
     port = conn.port or None  # the UI of Airflow 3.3.2 may send 0 for an empty port: "no port"
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port) or None
     if port is not None and not (isinstance(port, int) and 0 < port < 65536):
         raise LiangxinConfigError(f"Airflow connection {conn_id!r}: port {port!r} is invalid (use 1-65535)")
     if port and url_port is None and port != _DEFAULT_PORTS[parts.scheme.lower()]:
