@@ -47,6 +47,12 @@ def pytest_configure(config: pytest.Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) in (signal.SIG_DFL, None):
             signal.signal(signum, _interrupt)
+    # A background job of a non-interactive shell (``.ci/run``'s ``./run tests &``) starts with SIGINT ignored, and
+    # an ignored signal stays ignored across fork and exec: every demo, simulator and script the tests start would
+    # shrug off the Ctrl-C the lifecycle tests send. Caught signals reset to the default on exec, so catching SIGINT
+    # here gives the children a terminal's Ctrl-C again.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
