@@ -288,6 +288,46 @@ def parse_record_info(data: Any, task_id: str) -> TaskRecord:
     return record
 
 
+def without_secret(value: Any, secret: str | None) -> Any:
+    """``value`` (an event, or any JSON-native data) with every occurrence of ``secret`` replaced by ``***``.
+
+    Registering the key with Airflow's secrets masker is not enough: with the LocalExecutor, a task's log lines
+    (the exception that failed it included) are also written to the scheduler's stdout, which Airflow 3 does not
+    mask. A hostile server echoing our Authorization header must not get the key that far.
+    """
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, Mapping):
+        return {k: without_secret(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_secret(v, secret) for v in value]
+    return value
+
+
+def scrub_error(exc: LiangxinError, secret: str | None) -> LiangxinError:
+    """``exc`` with ``secret`` replaced by ``***`` in its message, every text it carries and the exceptions it
+    chains (in place).
+
+    The hook applies it to each failed attempt before tenacity logs it or a task raises it: an error text is
+    built from what the server sent, and a hostile server can echo our Authorization header into it (or into a
+    malformed status line that the HTTP library quotes in the chained error).
+    """
+    if not secret:
+        return exc
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        for name, value in list(vars(link).items()):
+            if isinstance(value, str) and secret in value:
+                setattr(link, name, value.replace(secret, "***"))
+        link.args = tuple(without_secret(arg, secret) for arg in link.args)
+        link = link.__cause__ or link.__context__
+    return exc
+
+
 def cap_text(text: str, limit: int = API_TEXT_MAX_CHARS) -> str:
     """``text`` cut to ``limit`` characters, the cut marked; idempotent, so capping twice changes nothing."""
     if len(text) <= limit:

@@ -27,6 +27,7 @@ from airflow_provider_liangxin._api import (
     LiangxinTransportError,
     RetryPolicy,
     TaskRecord,
+    without_secret,
 )
 
 EventStatus = Literal["success", "fail", "timeout", "error"]
@@ -194,24 +195,6 @@ def normalize_retry(retry: Mapping[str, Any] | None, *, owner: str = "") -> dict
 
 
 # -------------------------------------------------------------------------------------------------- events
-
-
-def without_secret(value: Any, secret: str | None) -> Any:
-    """``value`` (an event, or any JSON-native data) with every occurrence of ``secret`` replaced by ``***``.
-
-    Registering the key with Airflow's secrets masker is not enough: with the LocalExecutor, a task's log lines
-    (the exception that failed it included) are also written to the scheduler's stdout, which Airflow 3 does not
-    mask. A hostile server echoing our Authorization header must not get the key that far.
-    """
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, "***")
-    if isinstance(value, Mapping):
-        return {k: without_secret(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_secret(v, secret) for v in value]
-    return value
 
 
 def make_event(status: EventStatus, task_id: str, message: str, record: TaskRecord | None = None) -> dict[str, Any]:

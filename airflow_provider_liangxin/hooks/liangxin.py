@@ -60,8 +60,10 @@ from airflow_provider_liangxin._api import (
     parse_create_task,
     parse_record_info,
     parse_response,
+    scrub_error,
     too_large_error,
     transport_error,
+    without_secret,
 )
 
 if TYPE_CHECKING:
@@ -611,6 +613,13 @@ class LiangxinHook(BaseHook):
             self._client = None
 
     def _send(self, request: ApiRequest, deadline: float | None = None) -> Any:
+        try:
+            return self._scrubbed(self._send_once(request, deadline))
+        except LiangxinError as exc:
+            scrub_error(exc, self._secret)
+            raise
+
+    def _send_once(self, request: ApiRequest, deadline: float | None) -> Any:
         client = self.get_conn()
         budget = self._budget(request, deadline)
         ends = time.monotonic() + budget
@@ -696,12 +705,28 @@ class LiangxinHook(BaseHook):
             self._session = None
             await SESSION_POOL.release(*self._pool_key)
 
+    def _scrubbed(self, data: Any) -> Any:
+        """An API answer without our key in it: a hostile server may echo the Authorization header into a
+        ``failMsg`` that would reach events, XCom and the scheduler's unmasked copy of task logs."""
+        return without_secret(data, self._secret)
+
+    @property
+    def _secret(self) -> str | None:
+        return self._settings.api_key if self._settings is not None else None
+
     def settings_or_raise(self) -> ConnectionSettings:
         if self._settings is None:
             raise LiangxinConfigError("the hook's connection has not been resolved yet")
         return self._settings
 
     async def _asend(self, request: ApiRequest, deadline: float | None = None) -> Any:
+        try:
+            return self._scrubbed(await self._asend_once(request, deadline))
+        except LiangxinError as exc:
+            scrub_error(exc, self._secret)
+            raise
+
+    async def _asend_once(self, request: ApiRequest, deadline: float | None) -> Any:
         if self._session is None:
             raise LiangxinConfigError("async LiangxinHook calls need `async with hook:` around them")
         settings = self.settings_or_raise()

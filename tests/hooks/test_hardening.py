@@ -375,3 +375,70 @@ def test_the_key_is_not_in_any_error_of_these_paths():
         conn_id="c",
     )
     assert TEST_API_KEY not in str(err)
+
+
+# ---------------------------------------------------------------------------- the key echoed by the server
+
+
+def _texts(err: BaseException) -> str:
+    """Everything a log line or traceback could print of ``err``: its text, repr, attributes and chain."""
+    parts: list[str] = []
+    link: BaseException | None = err
+    while link is not None:
+        parts += [str(link), repr(link), repr(vars(link)), repr(link.args)]
+        link = link.__cause__ or link.__context__
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_key_echoed_by_the_simulator_is_masked_in_the_error_the_hook_raises(sim_conn, mode):
+    """The simulator's ``[sim:echo-auth]`` gateway quotes our Authorization header in its 401: the hook's error
+    says what happened, with ``***`` where the key was (a LocalExecutor copies task logs unmasked)."""
+    hook = LiangxinHook(retry=ONCE)
+    task_id = hook.create_task("z-image", {"prompt": "a hostile gateway [sim:echo-auth]"})
+    err, _ = timed(mode, LiangxinHook(retry=ONCE), "get_task", task_id)
+    assert isinstance(err, _api.LiangxinAuthError), err
+    assert "Authorization: Bearer ***" in str(err)
+    assert sim_conn.api_key not in _texts(err)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_key_echoed_into_fail_msg_or_a_retried_error_never_leaves_the_hook(scripted_conn, mode, caplog, capsys):
+    """A 500 quoting the key is retried (its text is logged between attempts), then a record whose failMsg
+    quotes it: neither the retry log nor the record carries the key."""
+    echoed = f"upstream saw Authorization: Bearer {TEST_API_KEY}"
+    scripted_conn.script(
+        Reply(500, {"code": 500, "msg": echoed, "data": None}),
+        ok(record(RID, state="fail", failCode="500", failMsg=echoed)),
+    )
+    with caplog.at_level("DEBUG"):
+        hook = LiangxinHook(retry=EAGER)
+        if mode == "sync":
+            rec = hook.get_task(RID)
+        else:
+
+            async def go():
+                async with hook:
+                    return await hook.aget_task(RID)
+
+            rec = asyncio.run(go())
+    assert len(scripted_conn.requests) == 2
+    assert rec.fail_msg == "upstream saw Authorization: Bearer ***"
+    logged = caplog.text + capsys.readouterr().out  # Airflow's structlog writes to stdout
+    assert "attempt 1/5 failed (LiangXin recordInfo failed: upstream saw Authorization: Bearer ***" in logged
+    assert TEST_API_KEY not in logged
+
+
+def test_a_key_quoted_in_a_chained_library_error_is_masked_too():
+    """A malformed answer the HTTP library quotes (a status line echoing the header) is the transport error's
+    cause: a traceback prints the chain, so the chain is scrubbed as well."""
+    try:
+        try:
+            raise ValueError(f"bad status line: 'HTTP/1.1 200 Authorization: Bearer {TEST_API_KEY}'")
+        except ValueError as cause:
+            raise _api.LiangxinTransportError(f"echo {TEST_API_KEY}", body_excerpt=TEST_API_KEY) from cause
+    except _api.LiangxinTransportError as err:
+        scrubbed = _api.scrub_error(err, TEST_API_KEY)
+    assert scrubbed.body_excerpt == "***"
+    assert TEST_API_KEY not in _texts(scrubbed)
+    assert "Bearer ***" in str(scrubbed.__cause__)
