@@ -239,7 +239,8 @@ def settle(
         failed = LiangxinSensorTaskFailedException if sensor else LiangxinTaskFailedException
         raise failed(task_id, data.get("fail_code"), data.get("fail_msg"))
     if status == "timeout":
-        text = f"Gave up waiting for LiangXin task {task_id}: {message} {NO_CANCEL_NOTE.format(task_id=task_id)}"
+        note = NO_CANCEL_NOTE.format(task_id=task_id)
+        text = f"Gave up waiting for LiangXin task {task_id}: {message.rstrip('.')}. {note}"
         raise AirflowSensorTimeout(text) if sensor else AirflowException(text)
     if status == "error":
         raise wait_error(task_id, message)
