@@ -118,8 +118,7 @@ def _config() -> dict[str, Any]:
                     "https://airflow.example.com",
                 ),
                 "callback_fallback_poll_interval": option(
-                    "Seconds between the trigger's fallback polls when a callback is expected (first poll "
-                    "immediate).",
+                    "Seconds between the trigger's fallback polls when a callback is expected (first poll immediate).",
                     "float",
                     "60",
                 ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,7 +51,7 @@ class AirflowInternals:
         from sqlalchemy import select
 
         with self._create_session() as session:
-            query = select(self._ti).where(self._ti.id == ti_id)
+            query = select(self._ti).where(self._ti.id == uuid.UUID(ti_id))
             ti = session.scalars(self._row_locks(query, session=session, of=self._ti)).one_or_none()
             waiting = WaitingTask(state=None)
             if ti is not None:

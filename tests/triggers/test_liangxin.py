@@ -47,6 +47,8 @@ def test_serialize_round_trip_is_json_native_and_keyless(sim_conn):
         "retry": FAST,
         "max_error_duration": 300.0,
         "max_consecutive_errors": None,
+        "callback_token_sha256": None,
+        "callback_wakeups": 0,
     }
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert sim_conn.api_key not in json.dumps(kwargs)
