@@ -793,6 +793,7 @@ def liangxin_airflow(
     extra_env: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
     callbacks: bool = False,
+    sim_args: Iterable[str] = (),
 ) -> Iterator[tuple[AirflowEnv, Simulator | None]]:
     """A simulator (unless ``base_url`` is given) and an Airflow whose ``liangxin_default`` connection points at it.
 
@@ -806,9 +807,9 @@ def liangxin_airflow(
             say("starting the LiangXin simulator")
             # Callbacks: LiangXin calls the api-server back on loopback http (the simulator's dev flag), retrying
             # a few times over ~8 s as the real one "retries briefly".
-            sim_args = ["--allow-insecure-callbacks", "--callback-attempts", "5"] if callbacks else []
+            extra_args = [*(["--allow-insecure-callbacks", "--callback-attempts", "5"] if callbacks else []), *sim_args]
             sim = Simulator(
-                durations=sim_durations, faults=sim_faults, log_dir=home or own_home, extra_args=sim_args
+                durations=sim_durations, faults=sim_faults, log_dir=home or own_home, extra_args=extra_args
             ).start()
             say(f"simulator ready on {sim.base_url}")
             conn = sim.connection_json()
