@@ -10,13 +10,17 @@ Four DAGs, ``--runs`` runs each, all triggered at once (benchmarks/dags/bench_ca
   forged    like callback, but while each task waits the benchmark POSTs a wrong token, the right token with
             another taskId, and then the task's real capability URL (read from the simulator) long before LiangXin
             finishes: at most an early status check; the task must not end before LiangXin completes it.
-Generation times are spread (45 s ± 50 %) so the polls' phase is random. Measured per task: seconds from LiangXin
-completing the task (the simulator's ``completeTime``) to the task instance's ``end_date``; recordInfo calls
-(the simulator's count per taskId, minus the benchmark's own look-ups).
+Generation times are spread (``--generation``, 45 s by default, ± 50 %) so the polls' phase is random. Measured
+per task: seconds from LiangXin completing the task (the simulator's ``completeTime``) to the task instance's
+``end_date``; recordInfo calls (the simulator's count per taskId, minus the benchmark's own look-ups).
 
-    .venv/bin/python benchmarks/bench_callbacks.py [--runs 8]
+    .venv/bin/python benchmarks/bench_callbacks.py [--runs 8] [--generation 45]
 
-Whole run on a 2-core machine: about 4 min.
+Whole run on a 2-core machine: about 4 min (at 45 s generations).
+
+The callback mode costs a fixed 3 recordInfo calls per task (right after createTask, the trigger's immediate first
+poll, the worker's confirmation) plus one per fallback interval; polling costs about 2 + generation/interval. So the
+saving grows with the generation time: compare runs with ``--generation 45`` and ``--generation 150``.
 """
 
 from __future__ import annotations
@@ -79,6 +83,9 @@ def forge(env: AirflowEnv, sim: Simulator, dag_id: str, run_id: str, report: dic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=8, help="runs per mode (default %(default)s)")
+    parser.add_argument(
+        "--generation", type=float, default=45, help="mean generation time in s, spread ±50%% (default %(default)s)"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="liangxin-bench-callbacks-"))
     started = time.monotonic()
@@ -86,14 +93,19 @@ def main() -> int:
         output_dir=home / "output",
         home=home,
         dag_folders={"bench-dags": BENCH_DAGS},
-        sim_durations="0.5,0.5,45",
+        sim_durations=f"0.5,0.5,{args.generation - 1:g}",
         sim_args=["--jitter", "0.5", "--seed", "12"],
         callbacks=True,
     ) as (env, sim):
         assert sim is not None
         dag_ids = {mode: f"bench_cb_{mode}" for mode in MODES}
         env.wait_ready(dag_ids.values(), timeout=240)
-        print(f"Airflow ready in {time.monotonic() - started:.0f} s; {args.runs} runs per mode", flush=True)
+        wait_limit = 3 * args.generation + 240
+        print(
+            f"Airflow ready in {time.monotonic() - started:.0f} s; {args.runs} runs per mode, "
+            f"generations of {args.generation:g} s ± 50 %",
+            flush=True,
+        )
         runs = {
             mode: [env.trigger(dag_id, {"prompt": f"bench {mode} {i}"}) for i in range(args.runs)]
             for mode, dag_id in dag_ids.items()
@@ -107,7 +119,7 @@ def main() -> int:
             forge(env, sim, dag_ids["forged"], run_id, forged)
         for mode, run_ids in runs.items():
             for run_id in run_ids:
-                env.wait_for_run(dag_ids[mode], run_id, timeout=400)
+                env.wait_for_run(dag_ids[mode], run_id, timeout=wait_limit)
         stats = sim.stats()["recordinfo_per_task"]  # before the look-ups below (they count too)
         rows: dict[str, dict[str, list[float]]] = {}
         early_ends = failed = 0
