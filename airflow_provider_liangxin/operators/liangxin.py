@@ -339,7 +339,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
             if record is not None and record.state.is_terminal:
                 return self._complete(context, settle_record(record), hook)
             if self.deferrable:
-                self._defer(task_id, deadlines, callback_hash)
+                self._defer(context, task_id, deadlines, callback_hash)
             return self._complete(context, self._poll(hook, record or task_id, deadlines), hook)
         finally:
             hook.close()
@@ -456,7 +456,14 @@ class LiangxinCreateTaskOperator(BaseOperator):
                 settings = CallbackSettings()
         return max(self.poll_interval, settings.fallback_poll_interval)
 
-    def _defer(self, task_id: str, deadlines: Deadlines, callback_hash: str | None = None, wakeups: int = 0) -> None:
+    def _defer(
+        self,
+        context: Context,
+        task_id: str,
+        deadlines: Deadlines,
+        callback_hash: str | None = None,
+        wakeups: int = 0,
+    ) -> None:
         interval = self._fallback_interval() if callback_hash else self.poll_interval
         if callback_hash:
             self.log.info(
@@ -526,7 +533,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
                 wakeups,
                 self.poll_interval,
             )
-        self._defer(task_id, deadlines, callback_hash if isinstance(callback_hash, str) else None, wakeups)
+        self._defer(context, task_id, deadlines, callback_hash if isinstance(callback_hash, str) else None, wakeups)
         raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
     def _poll_once(
