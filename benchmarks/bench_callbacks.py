@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -88,6 +89,13 @@ def main() -> int:
     )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="liangxin-bench-callbacks-"))
+    try:
+        return measure(args, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)  # the harness leaves a caller's home alone: it is ours
+
+
+def measure(args: argparse.Namespace, home: Path) -> int:
     started = time.monotonic()
     with liangxin_airflow(
         output_dir=home / "output",
