@@ -45,6 +45,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": integration, "python-modules": ["airflow_provider_liangxin.triggers.liangxin"]}
         ],
+        "config": _config(),
         "extra-links": ["airflow_provider_liangxin.operators.liangxin.LiangxinResultLink"],
         "hooks": [{"integration-name": integration, "python-modules": ["airflow_provider_liangxin.hooks.liangxin"]}],
         "connection-types": [
@@ -86,4 +87,55 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
+    }
+
+
+def _config() -> dict[str, Any]:
+    """The ``[liangxin]`` section (callbacks, docs/callbacks.md), as Airflow's config reference shows it."""
+
+    def option(description: str, type_: str, default: str, example: str | None = None) -> dict[str, Any]:
+        return {
+            "description": description,
+            "version_added": "0.2.0",
+            "type": type_,
+            "example": example,
+            "default": default,
+        }
+
+    return {
+        "liangxin": {
+            "description": "LiangXin callbacks: the api-server receives LiangXin's webhook under /liangxin and "
+            "wakes the waiting task; polling stays as a slow fallback.",
+            "options": {
+                "callback_receiver_enabled": option(
+                    "Mount the callback receiver in the api-server (under /liangxin).", "boolean", "False"
+                ),
+                "callback_base_url": option(
+                    "Public base URL of the api-server as LiangXin reaches it, without /liangxin (often not "
+                    "[api] base_url). Empty: callback_url='auto' waits by polling. https, or http for loopback.",
+                    "string",
+                    "",
+                    "https://airflow.example.com",
+                ),
+                "callback_fallback_poll_interval": option(
+                    "Seconds between the trigger's fallback polls when a callback is expected (first poll immediate).",
+                    "float",
+                    "60",
+                ),
+                "callback_settle_seconds": option(
+                    "A callback for a task that deferred less than this many seconds ago is applied when the "
+                    "time is up (Airflow 3.3 fails tasks resumed too soon after deferring).",
+                    "float",
+                    "15",
+                ),
+                "callback_max_wakeups": option(
+                    "Callbacks per task try that may wake a task LiangXin reports unfinished; then polling only.",
+                    "integer",
+                    "3",
+                ),
+                "callback_max_requests_per_second": option(
+                    "Callback requests per second one api-server accepts in all (429 beyond).", "float", "200"
+                ),
+            },
+        }
     }

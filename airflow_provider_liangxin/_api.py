@@ -243,7 +243,7 @@ class TaskRecord:
             "task_id": self.task_id,
             "model": self.model,
             "state": self.state.value,
-            "param": summarize_data_uris(self.param),
+            "param": _without_capability(summarize_data_uris(self.param)),
             "result_urls": list(self.result_urls),
             "fail_code": self.fail_code,
             "fail_msg": self.fail_msg,
@@ -351,6 +351,16 @@ def summarize_data_uris(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [summarize_data_uris(v) for v in value]
     return value
+
+
+def _without_capability(param: Any) -> Any:
+    """LiangXin echoes the request, callBackUrl included: its token (valid while the try waits) stays out of
+    events, XCom and sidecars."""
+    if isinstance(param, dict) and isinstance(param.get("callBackUrl"), str):
+        from airflow_provider_liangxin.callbacks import redact_capability
+
+        return {**param, "callBackUrl": redact_capability(param["callBackUrl"])}
+    return param
 
 
 def _optional_int(value: Any) -> int | None:

@@ -32,6 +32,9 @@ from airflow_provider_liangxin._api import (
 
 EventStatus = Literal["success", "fail", "timeout", "error"]
 EVENT_STATUSES: frozenset[str] = frozenset({"success", "fail", "timeout", "error"})
+#: Not an end: the api-server's callback receiver resumed the task because LiangXin called back. The operator
+#: checks LiangXin once and finishes or defers again; anything else treats it as an unknown status (never success).
+CALLBACK_STATUS = "callback"
 
 #: Poll failures that may clear up by themselves (each already retried by the hook); anything else (401, 403,
 #: 404, a malformed answer) ends the wait at once. A request cut short by a deadline is a transport error too.
@@ -283,6 +286,7 @@ def record_from_event(event: Any, *, sensor: bool = False) -> TaskRecord:
 
 
 __all__ = [
+    "CALLBACK_STATUS",
     "DEFAULT_MAX_ERROR_DURATION",
     "EVENT_STATUSES",
     "NO_CANCEL_NOTE",

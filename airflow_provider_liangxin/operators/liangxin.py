@@ -20,10 +20,25 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, BaseOperatorLink, conf
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    BaseOperator,
+    BaseOperatorLink,
+    conf,
+)
 
 from airflow_provider_liangxin._api import LiangxinTaskNotFoundError, TaskRecord
+from airflow_provider_liangxin.callbacks import (
+    AUTO,
+    CallbackSettings,
+    callback_url_for,
+    check_callback_url,
+    new_token,
+    token_hash,
+)
 from airflow_provider_liangxin.events import (
+    CALLBACK_STATUS,
     DEFAULT_MAX_ERROR_DURATION,
     NO_CANCEL_NOTE,
     TRANSIENT_ERRORS,
@@ -143,15 +158,6 @@ def _output_asset(output_path: str | None) -> Any:
     return Asset(uri=uri.rstrip("/") + "/")
 
 
-def check_callback_url(callback_url: str | None) -> None:
-    """LiangXin only calls public HTTPS URLs back; catch a typo before it costs a task."""
-    if not callback_url:
-        return
-    parts = urlsplit(callback_url)
-    if parts.scheme != "https" or not parts.netloc:
-        raise ValueError(f"callback_url must be an https:// URL, got {callback_url!r}")
-
-
 class LiangxinCreateTaskOperator(BaseOperator):
     """Create a LiangXin Market task (image or video generation) and wait for its result.
 
@@ -159,7 +165,13 @@ class LiangxinCreateTaskOperator(BaseOperator):
     :param input: The model's input, e.g. ``{"prompt": "...", "aspect_ratio": "16:9"}``; nested values are
         templated. Validated against the model's documented schema before any request is sent.
     :param liangxin_conn_id: Airflow connection of type ``liangxin``. (templated)
-    :param callback_url: Optional public HTTPS URL LiangXin calls when the task ends. (templated)
+    :param callback_url: ``"auto"``: LiangXin calls this Airflow back when the task ends (the provider's callback
+        receiver, see docs/callbacks.md), so a deferred task finishes within seconds and the trigger only polls as
+        a slow fallback. The URL is built from ``[liangxin] callback_base_url`` with a fresh token per try (only
+        its hash is stored). Any other value is passed to LiangXin as is (https, or http for loopback hosts).
+        (templated)
+    :param callback_fallback_poll_interval: With ``callback_url="auto"``, seconds between the trigger's fallback
+        polls (the first poll is immediate); None takes ``[liangxin] callback_fallback_poll_interval`` (60).
     :param wait_for_completion: Wait for the task to end; False returns the taskId at once.
     :param deferrable: Wait in the triggerer instead of holding a worker slot.
     :param poll_interval: Seconds between status polls (float allowed).
@@ -202,6 +214,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         input: Mapping[str, Any],
         liangxin_conn_id: str = LiangxinHook.default_conn_name,
         callback_url: str | None = None,
+        callback_fallback_poll_interval: float | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 10.0,
@@ -227,6 +240,9 @@ class LiangxinCreateTaskOperator(BaseOperator):
         self.input = input
         self.liangxin_conn_id = liangxin_conn_id
         self.callback_url = callback_url
+        self.callback_fallback_poll_interval = check_number(
+            "callback_fallback_poll_interval", callback_fallback_poll_interval, owner=owner, optional=True
+        )
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         # Checked here, where the DAG is parsed: a NaN or inf found later would surface after the paid createTask.
@@ -255,7 +271,10 @@ class LiangxinCreateTaskOperator(BaseOperator):
         if not from_mapped and not _has_template(model) and not _has_template(input):
             self._validate()
         if callback_url and not _has_template(callback_url):
-            check_callback_url(callback_url)
+            try:
+                check_callback_url(callback_url)
+            except ValueError as exc:
+                raise ValueError(f"{owner}: {exc}") from None
 
     # ------------------------------------------------------------------------------------------- helpers
 
@@ -301,6 +320,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from exc
 
         hook = self.hook
+        callback_hash: str | None = None  # set when this try gave LiangXin a callback URL of its own
         # One wait window per try: every request of a sync wait is bounded by it, not only the sleeps between.
         deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
         try:
@@ -308,7 +328,8 @@ class LiangxinCreateTaskOperator(BaseOperator):
             if record is not None:
                 task_id = record.task_id
             else:
-                task_id = hook.create_task(self.model, self.input, self.callback_url)
+                callback_url, callback_hash = self._callback_for_try(context)
+                task_id = hook.create_task(self.model, self.input, callback_url)
                 self._remember(context, task_id, hook)
                 self.log.info("LiangXin task %s created for model %s", task_id, self.model)
                 if self.wait_for_completion:
@@ -318,7 +339,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
             if record is not None and record.state.is_terminal:
                 return self._complete(context, settle_record(record), hook)
             if self.deferrable:
-                self._defer(context, task_id, deadlines)
+                self._defer(context, task_id, deadlines, callback_hash)
             return self._complete(context, self._poll(hook, record or task_id, deadlines), hook)
         finally:
             hook.close()
@@ -392,21 +413,128 @@ class LiangxinCreateTaskOperator(BaseOperator):
         self._liangxin_result_link = link
         context["ti"].xcom_push(key=XCOM_RESULT_URL, value=link)
 
-    def _defer(self, context: Context, task_id: str, deadlines: Deadlines) -> None:
-        self.log.info("Deferring: the triggerer polls LiangXin task %s every %g s", task_id, self.poll_interval)
+    def _callback_for_try(self, context: Context) -> tuple[str | None, str | None]:
+        """The callBackUrl for createTask and, for ``"auto"``, the hash of this try's token (else None).
+
+        The token goes to LiangXin in the URL and nowhere else: not in a log line, the rendered template fields
+        (``self.callback_url`` stays ``"auto"``), XCom or the trigger (which holds its sha256).
+        """
+        if self.callback_url != AUTO:
+            return self.callback_url or None, None
+        if not (self.wait_for_completion and self.deferrable):
+            self.log.info("callback_url='auto' is used by deferred waits only: this task polls LiangXin instead")
+            return None, None
+        try:
+            settings = CallbackSettings.from_conf()
+        except ValueError as exc:
+            raise AirflowFailException(f"callback_url='auto': {exc}") from exc
+        if not settings.base_url:
+            self.log.warning(
+                "callback_url='auto' but [liangxin] callback_base_url is not set: waiting by polling every %g s",
+                self.poll_interval,
+            )
+            return None, None
+        ti_id = getattr(context.get("ti"), "id", None)
+        if not ti_id:
+            self.log.warning("callback_url='auto': this Airflow gives no task instance id; waiting by polling")
+            return None, None
+        token = new_token()
+        self.log.info(
+            "LiangXin will call back %s/liangxin/v1/callback/%s/*** when the task ends", settings.base_url, ti_id
+        )
+        self._callback_settings = settings
+        return callback_url_for(settings.base_url, str(ti_id), token), token_hash(token)
+
+    def _fallback_interval(self) -> float:
+        if self.callback_fallback_poll_interval is not None:
+            return max(self.poll_interval, self.callback_fallback_poll_interval)
+        settings = getattr(self, "_callback_settings", None)
+        if settings is None:
+            try:
+                settings = CallbackSettings.from_conf()
+            except ValueError:
+                settings = CallbackSettings()
+        return max(self.poll_interval, settings.fallback_poll_interval)
+
+    def _defer(
+        self,
+        context: Context,
+        task_id: str,
+        deadlines: Deadlines,
+        callback_hash: str | None = None,
+        wakeups: int = 0,
+    ) -> None:
+        interval = self._fallback_interval() if callback_hash else self.poll_interval
+        if callback_hash:
+            self.log.info(
+                "Deferring: LiangXin calls back when task %s ends; the triggerer polls it every %g s as a fallback",
+                task_id,
+                interval,
+            )
+        else:
+            self.log.info("Deferring: the triggerer polls LiangXin task %s every %g s", task_id, interval)
         self.defer(
             trigger=LiangxinTaskTrigger.for_wait(
                 task_id,
                 deadlines,
                 liangxin_conn_id=self.liangxin_conn_id,
-                poll_interval=self.poll_interval,
+                poll_interval=interval,
                 request_timeout=self.request_timeout,
                 retry=self.retry,
                 max_error_duration=self.max_error_duration,
+                callback_token_sha256=callback_hash,
+                callback_wakeups=wakeups,
             ),
             method_name="execute_complete",
-            timeout=deadlines.backstop(self.poll_interval),
+            timeout=deadlines.backstop(interval),
         )
+
+    def _after_callback(self, context: Context, event: Mapping[str, Any], hook: LiangxinHook) -> dict[str, Any]:
+        """LiangXin called back (a hint, unsigned): check the task once with the key; finish, or defer again.
+
+        Each callback that finds the task unfinished costs one wake-up; past ``[liangxin] callback_max_wakeups``
+        the task waits by polling alone (at ``poll_interval``), so replayed or forged callbacks cannot keep waking it.
+        """
+        task_id = str(event.get("task_id") or "")
+        raw_info = event.get("callback")
+        info: Mapping[str, Any] = raw_info if isinstance(raw_info, Mapping) else {}
+        deadlines = Deadlines(_number_or_none(info.get("deadline")), _number_or_none(info.get("execution_deadline")))
+        raw_wakeups = info.get("wakeups")
+        wakeups = raw_wakeups if isinstance(raw_wakeups, int) and not isinstance(raw_wakeups, bool) else 1
+        if not task_id:
+            raise AirflowException(f"LiangXin callback event without a task id: {dict(event)!r}")
+        record = self._poll_once(hook, task_id, deadlines, None)
+        if record is not None and record.state.is_terminal:
+            self.log.info("LiangXin called back and task %s is %s", task_id, record.state.value)
+            return self._complete(context, settle_record(record), hook)
+        reason = deadlines.passed(time.time())
+        if reason:
+            timed_out(task_id, reason)
+        try:
+            max_wakeups = CallbackSettings.from_conf().max_wakeups
+        except ValueError:
+            max_wakeups = CallbackSettings().max_wakeups
+        callback_hash = info.get("token_sha256") if wakeups < max_wakeups else None
+        state = record.state.value if record is not None else "unknown (status check failed)"
+        if callback_hash:
+            self.log.warning(
+                "LiangXin called back but task %s is %s: waiting again (wake-up %d of %d)",
+                task_id,
+                state,
+                wakeups,
+                max_wakeups,
+            )
+        else:
+            self.log.warning(
+                "LiangXin called back but task %s is %s; %d wake-ups used, so further callbacks are ignored for "
+                "this try and the triggerer polls every %g s",
+                task_id,
+                state,
+                wakeups,
+                self.poll_interval,
+            )
+        self._defer(context, task_id, deadlines, callback_hash if isinstance(callback_hash, str) else None, wakeups)
+        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
     def _poll_once(
         self, hook: LiangxinHook, task_id: str, deadlines: Deadlines, budget: ErrorBudget | None
@@ -465,6 +593,8 @@ class LiangxinCreateTaskOperator(BaseOperator):
                 self._liangxin_task_id = str(task_id)
                 with contextlib.suppress(Exception):
                     self._set_link(context, hook.task_status_url(str(task_id)))
+            if isinstance(event, Mapping) and event.get("status") == CALLBACK_STATUS:
+                return self._after_callback(context, event, hook)
             return self._complete(context, record_from_event(event), hook)
         finally:
             hook.close()
@@ -515,6 +645,10 @@ class LiangxinCreateTaskOperator(BaseOperator):
         task_id = getattr(self, "_liangxin_task_id", None)
         if task_id:
             self.log.warning(NO_CANCEL_NOTE.format(task_id=task_id))
+
+
+def _number_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 #: The name the design documents use.

@@ -44,7 +44,13 @@ DEFAULT_FAIL_MSG = "simulated generation failure"
 _MARKER = re.compile(r"\[sim:([a-z0-9-]+)((?::[^:\]]*){0,2})\]", re.IGNORECASE)
 _STATUS_MARKERS = {"403": 403, "422": 422, "429": 429, "500": 500}
 #: Markers without arguments, by the PromptMarkers field they set.
-_FLAG_MARKERS = {"slow": "slow", "drop": "drop", "never": "never", "echo-auth": "echo_auth"}
+_FLAG_MARKERS = {
+    "slow": "slow",
+    "drop": "drop",
+    "never": "never",
+    "echo-auth": "echo_auth",
+    "no-callback": "no_callback",
+}
 
 
 def _is_number(value: Any) -> bool:
@@ -163,6 +169,8 @@ class PromptMarkers:
     never: bool = False
     #: recordInfo answers 401 with the request's Authorization header in the message (a hostile server).
     echo_auth: bool = False
+    #: The callback is lost: never sent, whatever callBackUrl says (the fallback poll must finish the task).
+    no_callback: bool = False
 
 
 NO_MARKERS = PromptMarkers()

@@ -255,7 +255,11 @@ class Simulator:
             # Without a seed a real model gives a new picture each time: the task id stands in for it.
             content_key=content_key(str(inp.get("prompt") or ""), seed if seed is not None else task_id).hex(),
             video=is_video_model(model),
-            callback_state=CALLBACK_PENDING if callback_url and outcome != OUTCOME_NEVER else CALLBACK_NONE,
+            callback_state=(
+                CALLBACK_PENDING
+                if callback_url and outcome != OUTCOME_NEVER and not markers.no_callback
+                else CALLBACK_NONE
+            ),
             echo_auth=markers.echo_auth,
         )
         self.store.add(task)
@@ -320,4 +324,5 @@ class Simulator:
             return Answer(500, business_error(500, "simulated internal error"), task_id=task_id, delay=delay)
         if task is None:
             return Answer(404, TASK_NOT_FOUND, task_id=task_id, delay=delay)
+        self.stats.count_record_info(task_id)
         return Answer(200, self.store.record_body(task, now_ms(), base_url), None, task_id, delay)

@@ -24,6 +24,11 @@ class Stats:
     def __init__(self) -> None:
         self.requests: dict[str, Counter[str]] = {}
         self.created_per_model: Counter[str] = Counter()
+        #: Successful recordInfo answers per taskId (how many polls each task cost).
+        self.recordinfo_per_task: Counter[str] = Counter()
+
+    def count_record_info(self, task_id: str) -> None:
+        self.recordinfo_per_task[task_id] += 1
 
     def count(self, route: str, status: int | str) -> None:
         counter = self.requests.get(route)
@@ -34,9 +39,11 @@ class Stats:
     def reset(self) -> None:
         self.requests.clear()
         self.created_per_model.clear()
+        self.recordinfo_per_task.clear()
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "requests": {route: dict(counter) for route, counter in self.requests.items()},
             "created_per_model": dict(self.created_per_model),
+            "recordinfo_per_task": dict(self.recordinfo_per_task),
         }

@@ -16,6 +16,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_liangxin._api import LiangxinError
+from airflow_provider_liangxin.callbacks import is_token_hash
 from airflow_provider_liangxin.events import (
     DEFAULT_MAX_ERROR_DURATION,
     NO_CANCEL_NOTE,
@@ -47,6 +48,11 @@ class LiangxinTaskTrigger(BaseTrigger):
         hook) after which the wait ends with an ``error`` event.
     :param max_consecutive_errors: Optional cap on transient poll failures in a row, on top of
         ``max_error_duration``. Kept so triggers serialized by earlier versions (which always set it) still load.
+    :param callback_token_sha256: Set when LiangXin was given a callback URL for this task try: the sha256 of its
+        token, which the api-server's callback receiver checks (the token itself is stored nowhere). The trigger
+        then only polls as a slow fallback (``poll_interval`` is the fallback interval; the first poll is
+        immediate); a callback resumes the task without it.
+    :param callback_wakeups: Callbacks that already woke this task try (the operator caps them).
     """
 
     def __init__(
@@ -60,6 +66,8 @@ class LiangxinTaskTrigger(BaseTrigger):
         retry: Mapping[str, Any] | None = None,
         max_error_duration: float = DEFAULT_MAX_ERROR_DURATION,
         max_consecutive_errors: int | None = None,
+        callback_token_sha256: str | None = None,
+        callback_wakeups: int = 0,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -74,6 +82,12 @@ class LiangxinTaskTrigger(BaseTrigger):
         self.max_consecutive_errors = (
             max(1, int(max_consecutive_errors)) if max_consecutive_errors is not None else None
         )
+        if callback_token_sha256 is not None and not is_token_hash(callback_token_sha256):
+            raise ValueError(f"{owner}: callback_token_sha256 must be a hex sha256 (the token is never stored)")
+        self.callback_token_sha256 = callback_token_sha256
+        if isinstance(callback_wakeups, bool) or not isinstance(callback_wakeups, int) or callback_wakeups < 0:
+            raise ValueError(f"{owner}: callback_wakeups must be an integer >= 0, got {callback_wakeups!r}")
+        self.callback_wakeups = callback_wakeups
 
     @classmethod
     def for_wait(
@@ -86,6 +100,8 @@ class LiangxinTaskTrigger(BaseTrigger):
         request_timeout: float | None,
         retry: Mapping[str, Any] | None,
         max_error_duration: float,
+        callback_token_sha256: str | None = None,
+        callback_wakeups: int = 0,
     ) -> LiangxinTaskTrigger:
         """The trigger for a task's wait: what the operator and the sensor defer to."""
         return cls(
@@ -97,6 +113,8 @@ class LiangxinTaskTrigger(BaseTrigger):
             request_timeout=request_timeout,
             retry=retry,
             max_error_duration=max_error_duration,
+            callback_token_sha256=callback_token_sha256,
+            callback_wakeups=callback_wakeups,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -112,6 +130,8 @@ class LiangxinTaskTrigger(BaseTrigger):
                 "retry": self.retry,
                 "max_error_duration": self.max_error_duration,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "callback_token_sha256": self.callback_token_sha256,
+                "callback_wakeups": self.callback_wakeups,
             },
         )
 
@@ -138,9 +158,16 @@ class LiangxinTaskTrigger(BaseTrigger):
         last_state = None
         deadlines = Deadlines(self.deadline, self.execution_deadline)
         async with hook:
-            self.log.info(
-                "LiangxinTaskTrigger: waiting for LiangXin task %s (poll every %g s)", task_id, self.poll_interval
-            )
+            if self.callback_token_sha256:
+                self.log.info(
+                    "LiangxinTaskTrigger: waiting for LiangXin task %s (callback expected; fallback poll every %g s)",
+                    task_id,
+                    self.poll_interval,
+                )
+            else:
+                self.log.info(
+                    "LiangxinTaskTrigger: waiting for LiangXin task %s (poll every %g s)", task_id, self.poll_interval
+                )
             while True:
                 try:
                     # A poll (with the hook's retries) never runs past a deadline: the trigger, not Airflow's

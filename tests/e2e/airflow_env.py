@@ -341,9 +341,14 @@ class Simulator(SimulatorProcess):
     """The simulator's own subprocess runner plus the admin and record look-ups the e2e tests need."""
 
     def __init__(
-        self, *, durations: str = "0.5,0.5,1.5", faults: Mapping[str, Any] | None = None, log_dir: Path | None = None
+        self,
+        *,
+        durations: str = "0.5,0.5,1.5",
+        faults: Mapping[str, Any] | None = None,
+        log_dir: Path | None = None,
+        extra_args: Iterable[str] = (),
     ):
-        args = ["--durations", durations, "--log-level", "warning"]
+        args = ["--durations", durations, "--log-level", "warning", *extra_args]
         if faults:
             args += ["--faults", json.dumps(faults)]
         # A folder of our own is removed by stop(); a caller's ``log_dir`` is the caller's to keep.
@@ -402,8 +407,15 @@ class Simulator(SimulatorProcess):
         response.raise_for_status()
         return response.json()
 
+    def callbacks(self) -> list[dict[str, Any]]:
+        """The simulator's callback delivery log (``taskId``, ``url``, ``attempt``, ``status``, ``ok``, ...)."""
+        response = httpx.get(f"{self.base_url}/_sim/callbacks", timeout=10)
+        response.raise_for_status()
+        return response.json()["deliveries"]
+
     def record(self, task_id: str) -> dict[str, Any]:
-        """The ``recordInfo`` data of one task, as the provider sees it (``param`` decoded)."""
+        """The ``recordInfo`` data of one task, as the provider sees it (``param`` decoded); the simulator counts
+        it in ``recordinfo_per_task`` like any other."""
         response = httpx.get(
             f"{self.base_url}{RECORD_INFO_PATH}",
             params={"taskId": task_id},
@@ -430,6 +442,7 @@ class AirflowEnv:
         env: Mapping[str, str] | None = None,
         home: Path | None = None,
         progress: Callable[[str], None] | None = None,
+        callbacks: bool = False,
     ) -> None:
         #: Without ``home`` the env makes a temp folder of its own, and stop() removes it.
         self.owns_home = home is None
@@ -440,6 +453,8 @@ class AirflowEnv:
         self.component_logs = self.home / "component-logs"
         self.log_folder = self.home / "logs"
         self.procs: dict[str, subprocess.Popen] = {}
+        #: The LiangXin callback receiver mounted in the api-server, LiangXin told to call back its loopback URL.
+        self.callbacks = callbacks
         self.env = self._environment(env or {})
         self.timings: dict[str, float] = {}
         self.progress = progress or _quiet
@@ -496,8 +511,30 @@ class AirflowEnv:
                 "NO_COLOR": "1",
             }
         )
+        if self.callbacks:
+            env["AIRFLOW__LIANGXIN__CALLBACK_RECEIVER_ENABLED"] = "True"
+            env["AIRFLOW__LIANGXIN__CALLBACK_BASE_URL"] = self.base_url
         env.update(extra)
         return env
+
+    def stop_component(self, name: str, grace: float = STOP_GRACE) -> None:
+        """End one component's whole session (e.g. every triggerer process) while the rest keeps running."""
+        proc = self.procs.pop(name)
+        with deferred_signals():
+            members = []
+            for candidate in psutil.process_iter():
+                with contextlib.suppress(psutil.Error, OSError):
+                    if os.getsid(candidate.pid) == proc.pid:
+                        members.append(candidate)
+            for member in members:
+                with contextlib.suppress(psutil.Error):
+                    member.terminate()
+            for member in _wait_gone(members, grace):
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+            _wait_gone(members, 5.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
 
     def _popen(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         """``airflow <args>`` in a session of its own, logging to ``component-logs/<name>.log``, tracked before
@@ -755,6 +792,8 @@ def liangxin_airflow(
     home: Path | None = None,
     extra_env: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
+    callbacks: bool = False,
+    sim_args: Iterable[str] = (),
 ) -> Iterator[tuple[AirflowEnv, Simulator | None]]:
     """A simulator (unless ``base_url`` is given) and an Airflow whose ``liangxin_default`` connection points at it.
 
@@ -766,7 +805,12 @@ def liangxin_airflow(
     try:
         if base_url is None:
             say("starting the LiangXin simulator")
-            sim = Simulator(durations=sim_durations, faults=sim_faults, log_dir=home or own_home).start()
+            # Callbacks: LiangXin calls the api-server back on loopback http (the simulator's dev flag), retrying
+            # a few times over ~8 s as the real one "retries briefly".
+            extra_args = [*(["--allow-insecure-callbacks", "--callback-attempts", "5"] if callbacks else []), *sim_args]
+            sim = Simulator(
+                durations=sim_durations, faults=sim_faults, log_dir=home or own_home, extra_args=extra_args
+            ).start()
             say(f"simulator ready on {sim.base_url}")
             conn = sim.connection_json()
         else:
@@ -777,6 +821,7 @@ def liangxin_airflow(
             home=home or own_home,
             env={"AIRFLOW_CONN_LIANGXIN_DEFAULT": conn, "LIANGXIN_OUTPUT_DIR": str(output_dir), **(extra_env or {})},
             progress=progress,
+            callbacks=callbacks,
         )
         env.owns_home = own_home is not None
         try:

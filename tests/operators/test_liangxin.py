@@ -615,3 +615,186 @@ class TestPrivateResultHosts:
         op = operator(output_path=str(tmp_path / "out"))
         result = op._complete(make_context(), self._record(f"{scripted_server.base_url}/a.png"), op.hook)
         assert len(result["stored"]) == 1
+
+
+class TestCallbackAuto:
+    """callback_url="auto": a capability URL per try for LiangXin, only its hash in the trigger, slow fallback
+    polling, and one confirming recordInfo when a callback resumes the task."""
+
+    BASE = "http://127.0.0.1:9"  # nothing listens: the simulator's deliveries fail harmlessly
+
+    @pytest.fixture
+    def callbacks_on(self, sim_conn, monkeypatch):
+        monkeypatch.setenv("AIRFLOW__LIANGXIN__CALLBACK_BASE_URL", self.BASE)
+        sim_conn.set_faults({"durations": [1, 1, 30]})  # still running when the operator defers
+        return sim_conn
+
+    def sent_callback_url(self, task_id: str) -> str:
+        from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
+
+        hook = LiangxinHook()
+        try:
+            return hook.get_task(task_id).param["callBackUrl"]
+        finally:
+            hook.close()
+
+    def defer(self, op: LiangxinCreateTaskOperator, ti: FakeTI | None = None):
+        with pytest.raises(TaskDeferred) as info:
+            op.execute(make_context(FakeStateStore(), ti or FakeTI()))
+        return info.value, info.value.trigger.serialize()[1]
+
+    def test_auto_sends_a_capability_url_and_stores_only_its_hash(self, callbacks_on, capfd):
+        import hashlib
+
+        ti = FakeTI()
+        op = operator(deferrable=True, callback_url="auto", poll_interval=2)
+        deferred, kwargs = self.defer(op, ti)
+        logged = capfd.readouterr().out
+        task_id = kwargs["liangxin_task_id"]
+        url = self.sent_callback_url(task_id)
+        prefix = f"{self.BASE}/liangxin/v1/callback/{ti.id}/"
+        assert url.startswith(prefix)
+        token = url[len(prefix) :]
+        assert len(token) >= 43
+        assert kwargs["callback_token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
+        assert kwargs["callback_wakeups"] == 0
+        assert kwargs["poll_interval"] == 60.0  # the fallback: [liangxin] callback_fallback_poll_interval
+        assert deferred.timeout > timedelta(seconds=3600 + 120)
+        assert op.callback_url == "auto"  # the rendered field (stored by Airflow) never holds the token
+        assert token not in logged
+        assert token not in json.dumps(ti.pushed, default=str)
+        assert token not in json.dumps(kwargs)
+        assert f"/liangxin/v1/callback/{ti.id}/***" in logged
+
+    def test_each_try_gets_its_own_token(self, callbacks_on):
+        _, first = self.defer(operator(deferrable=True, callback_url="auto"))
+        _, second = self.defer(operator(deferrable=True, callback_url="auto"))
+        assert first["callback_token_sha256"] != second["callback_token_sha256"]
+
+    @pytest.mark.parametrize(("poll", "fallback", "expected"), [(2, 30, 30.0), (90, 30, 90.0)])
+    def test_fallback_interval_never_polls_faster_than_poll_interval(self, callbacks_on, poll, fallback, expected):
+        op = operator(
+            deferrable=True, callback_url="auto", poll_interval=poll, callback_fallback_poll_interval=fallback
+        )
+        _, kwargs = self.defer(op)
+        assert kwargs["poll_interval"] == expected
+
+    def test_without_a_base_url_it_polls_and_says_so(self, sim_conn, capfd):
+        sim_conn.set_faults({"durations": [1, 1, 30]})
+        _, kwargs = self.defer(operator(deferrable=True, callback_url="auto", poll_interval=2))
+        assert kwargs["callback_token_sha256"] is None
+        assert kwargs["poll_interval"] == 2
+        assert "callback_base_url is not set" in capfd.readouterr().out
+        assert "callBackUrl" not in self.sent_callback_param(kwargs["liangxin_task_id"])
+
+    def sent_callback_param(self, task_id: str) -> dict:
+        from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
+
+        hook = LiangxinHook()
+        try:
+            return hook.get_task(task_id).param
+        finally:
+            hook.close()
+
+    def test_not_deferrable_polls_without_callback(self, callbacks_on, capfd):
+        instant(callbacks_on)
+        result = operator(callback_url="auto").execute(make_context(FakeStateStore()))
+        assert result["state"] == "success"
+        assert "callBackUrl" not in result["param"]
+        assert "used by deferred waits only" in capfd.readouterr().out
+
+    def test_bad_base_url_fails_once(self, sim_conn, monkeypatch):
+        monkeypatch.setenv("AIRFLOW__LIANGXIN__CALLBACK_BASE_URL", "http://airflow.example.com")
+        with pytest.raises(AirflowFailException, match="https://"):
+            operator(deferrable=True, callback_url="auto").execute(make_context(FakeStateStore()))
+
+    def callback_event(self, task_id: str, *, wakeups: int = 1, deadline: float | None = None) -> dict:
+        return {
+            "status": "callback",
+            "task_id": task_id,
+            "message": "LiangXin called back",
+            "record": None,
+            "callback": {
+                "token_sha256": "a" * 64,
+                "wakeups": wakeups,
+                "deadline": deadline if deadline is not None else time.time() + 600,
+                "execution_deadline": None,
+            },
+        }
+
+    def test_callback_for_a_finished_task_completes_with_one_status_check(self, sim_conn):
+        instant(sim_conn)
+        task_id = create_task_id(sim_conn)
+        before = api_calls(sim_conn)
+        ti = FakeTI()
+        result = operator(deferrable=True, callback_url="auto").execute_complete(
+            make_context(ti=ti), self.callback_event(task_id)
+        )
+        assert result["task_id"] == task_id
+        assert result["state"] == "success"
+        assert api_calls(sim_conn) == before + 1  # one recordInfo: the callback itself is never trusted
+        assert ti.pushed_value(XCOM_RESULT_URL) == result["result_urls"][0]
+
+    def test_callback_for_a_failed_task_fails_it(self, sim_conn):
+        instant(sim_conn)
+        task_id = create_task_id(sim_conn, "x [sim:fail]")
+        with pytest.raises(LiangxinTaskFailedException):
+            operator(deferrable=True).execute_complete(make_context(), self.callback_event(task_id))
+
+    def test_callback_for_an_unfinished_task_defers_again_with_the_same_hash(self, callbacks_on):
+        task_id = create_task_id(callbacks_on)
+        deadline = time.time() + 500
+        op = operator(deferrable=True, callback_url="auto", poll_interval=2)
+        with pytest.raises(TaskDeferred) as info:
+            op.execute_complete(make_context(), self.callback_event(task_id, wakeups=1, deadline=deadline))
+        kwargs = info.value.trigger.serialize()[1]
+        assert kwargs["liangxin_task_id"] == task_id
+        assert kwargs["callback_token_sha256"] == "a" * 64
+        assert kwargs["callback_wakeups"] == 1
+        assert kwargs["poll_interval"] == 60.0
+        assert kwargs["deadline"] == deadline  # the wait's deadline is not reset by a wake-up
+
+    def test_wakeups_are_capped_then_polling_only(self, callbacks_on, capfd):
+        task_id = create_task_id(callbacks_on)
+        op = operator(deferrable=True, callback_url="auto", poll_interval=2)
+        with pytest.raises(TaskDeferred) as info:
+            op.execute_complete(make_context(), self.callback_event(task_id, wakeups=3))
+        kwargs = info.value.trigger.serialize()[1]
+        assert kwargs["callback_token_sha256"] is None
+        assert kwargs["poll_interval"] == 2
+        assert "further callbacks are ignored" in capfd.readouterr().out
+
+    def test_callback_past_the_deadline_times_out(self, callbacks_on):
+        task_id = create_task_id(callbacks_on)
+        with pytest.raises(AirflowException, match="wait timeout has passed"):
+            operator(deferrable=True).execute_complete(
+                make_context(), self.callback_event(task_id, deadline=time.time() - 1)
+            )
+
+    def test_callback_event_without_task_id_is_never_success(self):
+        with pytest.raises(AirflowException, match="without a task id"):
+            operator(deferrable=True).execute_complete(make_context(), {"status": "callback", "task_id": None})
+
+    def test_the_token_is_kept_out_of_the_result(self, sim_conn):
+        from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
+
+        instant(sim_conn)
+        hook = LiangxinHook()
+        try:
+            task_id = hook.create_task(
+                "seedream-v4-5", {"prompt": PROMPT}, "http://127.0.0.1:9/liangxin/v1/callback/ti-1/SECRET-TOKEN"
+            )
+        finally:
+            hook.close()
+        result = operator(deferrable=True).execute_complete(make_context(), self.callback_event(task_id))
+        assert result["param"]["callBackUrl"] == "http://127.0.0.1:9/liangxin/v1/callback/ti-1/***"
+
+
+def create_task_id(sim, prompt: str = PROMPT) -> str:
+    from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
+
+    hook = LiangxinHook()
+    try:
+        return hook.create_task("seedream-v4-5", {"prompt": prompt})
+    finally:
+        hook.close()

@@ -7,6 +7,7 @@ with the same store.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,8 @@ class FakeStateStore:
 class FakeTI:
     pushed: list[tuple[str, Any]] = field(default_factory=list)
     start_date: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: A task instance's id: a new UUID each try (the callback URL names it).
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed.append((key, value))

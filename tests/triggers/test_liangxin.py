@@ -47,6 +47,8 @@ def test_serialize_round_trip_is_json_native_and_keyless(sim_conn):
         "retry": FAST,
         "max_error_duration": 300.0,
         "max_consecutive_errors": None,
+        "callback_token_sha256": None,
+        "callback_wakeups": 0,
     }
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert sim_conn.api_key not in json.dumps(kwargs)
@@ -297,3 +299,16 @@ async def test_an_echoed_key_never_reaches_the_event(scripted_conn):
     assert event["status"] == "error"
     assert TEST_API_KEY not in json.dumps(event)
     assert "Bearer ***" in event["message"]
+
+
+def test_callback_kwargs_round_trip_and_are_checked():
+    """Only a sha256 may be stored (a token passed by mistake fails in the worker, before deferring)."""
+    digest = "ab" * 32
+    trigger = LiangxinTaskTrigger("task_x_1", poll_interval=60, callback_token_sha256=digest, callback_wakeups=2)
+    classpath, kwargs = trigger.serialize()
+    assert (kwargs["callback_token_sha256"], kwargs["callback_wakeups"]) == (digest, 2)
+    assert import_string(classpath)(**kwargs).serialize() == (classpath, kwargs)
+    with pytest.raises(ValueError, match="hex sha256"):
+        LiangxinTaskTrigger("t", callback_token_sha256="a-raw-token-not-a-hash")
+    with pytest.raises(ValueError, match="callback_wakeups"):
+        LiangxinTaskTrigger("t", callback_wakeups=-1)

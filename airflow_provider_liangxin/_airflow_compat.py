@@ -1,0 +1,111 @@
+"""The one place that touches Airflow internals (not ``airflow.sdk`` / common-compat): the callback receiver's
+database work in the api-server.
+
+Used: the ``TaskInstance`` and ``Trigger`` ORM models (``state``, ``trigger_id``, ``classpath``, ``kwargs``,
+``created_date``), ``Trigger.submit_event`` (what the triggerer calls when a trigger fires, and what core's HITL
+route uses), ``create_session`` and ``with_row_locks``. Where an Airflow version lacks one of them,
+:func:`load_internals` returns None after one log line, the receiver stays off and tasks finish by polling.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WaitingTask:
+    """What the receiver may know about one task instance, read under its row lock."""
+
+    state: str | None
+    trigger_id: int | None = None
+    classpath: str | None = None
+    kwargs: Mapping[str, Any] | None = None
+    #: When the trigger row was written: the moment the worker's deferral reached the database.
+    deferred_at: datetime.datetime | None = None
+
+
+class AirflowInternals:
+    """Thin wrapper over the internals; every method runs in a worker thread, never on the event loop."""
+
+    def __init__(self, *, task_instance: Any, trigger: Any, trigger_event: Any, create_session: Any, row_locks: Any):
+        self._ti = task_instance
+        self._trigger = trigger
+        self._event = trigger_event
+        self._create_session = create_session
+        self._row_locks = row_locks
+
+    def in_locked_transaction(
+        self, ti_id: str, decide: Callable[[WaitingTask], tuple[T, Mapping[str, Any] | None]]
+    ) -> T:
+        """Lock the task instance row, let ``decide`` look at it, and submit the event it returns (if any) in the
+        same transaction: two replicas (or the triggerer firing at the same moment) resume the task once."""
+        from sqlalchemy import select
+
+        with self._create_session() as session:
+            query = select(self._ti).where(self._ti.id == uuid.UUID(ti_id))
+            ti = session.scalars(self._row_locks(query, session=session, of=self._ti)).one_or_none()
+            waiting = WaitingTask(state=None)
+            if ti is not None:
+                trigger = session.get(self._trigger, ti.trigger_id) if ti.trigger_id is not None else None
+                waiting = WaitingTask(
+                    state=str(ti.state.value if hasattr(ti.state, "value") else ti.state) if ti.state else None,
+                    trigger_id=ti.trigger_id,
+                    classpath=trigger.classpath if trigger is not None else None,
+                    kwargs=trigger.kwargs if trigger is not None else None,
+                    deferred_at=trigger.created_date if trigger is not None else None,
+                )
+            outcome, payload = decide(waiting)
+            if payload is not None and waiting.trigger_id is not None:
+                self._trigger.submit_event(waiting.trigger_id, self._event(dict(payload)), session=session)
+            return outcome
+
+    def check_database(self) -> None:
+        """One trivial query (the health route)."""
+        from sqlalchemy import text
+
+        with self._create_session() as session:
+            session.execute(text("SELECT 1"))
+
+
+def load_internals() -> AirflowInternals | None:
+    """The internals, or None (with one log line) where this Airflow lacks them."""
+    try:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.trigger import Trigger
+        from airflow.triggers.base import TriggerEvent
+        from airflow.utils.session import create_session
+        from airflow.utils.sqlalchemy import with_row_locks
+
+        for name in ("submit_event",):
+            if not callable(getattr(Trigger, name, None)):
+                raise AttributeError(f"Trigger.{name}")
+        for name in ("id", "trigger_id", "state"):
+            if not hasattr(TaskInstance, name):
+                raise AttributeError(f"TaskInstance.{name}")
+        for name in ("classpath", "kwargs", "created_date"):
+            if not hasattr(Trigger, name):
+                raise AttributeError(f"Trigger.{name}")
+    except (ImportError, AttributeError) as exc:
+        log.warning(
+            "LiangXin callback receiver disabled: this Airflow lacks %s; tasks finish by polling", exc, exc_info=False
+        )
+        return None
+    return AirflowInternals(
+        task_instance=TaskInstance,
+        trigger=Trigger,
+        trigger_event=TriggerEvent,
+        create_session=create_session,
+        row_locks=with_row_locks,
+    )
+
+
+__all__ = ["AirflowInternals", "WaitingTask", "load_internals"]
