@@ -332,7 +332,8 @@ class LiangxinCreateTaskOperator(BaseOperator):
                 task_id = hook.create_task(self.model, self.input, callback_url)
                 self._remember(context, task_id, hook)
                 self.log.info("LiangXin task %s created for model %s", task_id, self.model)
-                if self.wait_for_completion:
+                # With a callback URL the trigger's immediate first poll does this check: one recordInfo less.
+                if self.wait_for_completion and not (self.deferrable and callback_hash):
                     record = self._poll_once(hook, task_id, deadlines, None)
             if not self.wait_for_completion:
                 return task_id

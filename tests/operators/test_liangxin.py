@@ -643,6 +643,15 @@ class TestCallbackAuto:
             op.execute(make_context(FakeStateStore(), ti or FakeTI()))
         return info.value, info.value.trigger.serialize()[1]
 
+    def test_auto_defers_right_after_create_task_without_a_worker_poll(self, callbacks_on):
+        """The trigger polls at once anyway: the worker's own first status check would be a second recordInfo."""
+        before = api_calls(callbacks_on)
+        self.defer(operator(deferrable=True, callback_url="auto"))
+        assert api_calls(callbacks_on) - before == 1  # createTask only
+        before = api_calls(callbacks_on)
+        self.defer(operator(deferrable=True))  # polling mode keeps its first check (a quick task never defers)
+        assert api_calls(callbacks_on) - before == 2
+
     def test_auto_sends_a_capability_url_and_stores_only_its_hash(self, callbacks_on, capfd):
         import hashlib
 
