@@ -55,6 +55,7 @@ def test_sdist_is_a_complete_source_distribution(dist):
         "dags/liangxin_seedream_single.py",
         "benchmarks/bench_trigger.py",
         "airflow_provider_liangxin/py.typed",
+        "airflow_provider_liangxin/LiangxinRunFacet.json",
     ]:
         assert required in names, f"{required} missing from the sdist"
     # Every test module ships with the package it tests.
