@@ -75,6 +75,8 @@ def test_wheel_carries_the_licence_and_no_tests(dist):
     assert "License-File: LICENSE" in text
     assert "Project-URL: Homepage, https://github.com/airflow-provider-liangxin/airflow-provider-liangxin" in text
     assert not [n for n in names if n.startswith(("tests/", "dags/", "docs/", "benchmarks/"))]
+    # lineage.py's facet names its schema, which ships beside it.
+    assert "airflow_provider_liangxin/LiangxinRunFacet.json" in names
 
 
 def test_a_fresh_venv_installs_the_wheel(dist, tmp_path):
