@@ -180,8 +180,7 @@ class TestSingleTask:
             validate_run_facets({FACET_KEY: facet})
 
     def test_facet_schema_url_names_the_shipped_schema(self):
-        url = LiangxinRunFacet(model=MODEL).schemaURL if hasattr(LiangxinRunFacet, "schemaURL") else None
-        url = url or Serde.to_dict(LiangxinRunFacet(model=MODEL))["_schemaURL"]
+        url = Serde.to_dict(LiangxinRunFacet(model=MODEL))["_schemaURL"]
         schema = json.loads(FACET_SCHEMA_PATH.read_text())
         assert url == schema["$id"] + "#/$defs/LiangxinRunFacet"
 
