@@ -55,6 +55,7 @@ def test_sdist_is_a_complete_source_distribution(dist):
         "dags/liangxin_seedream_single.py",
         "benchmarks/bench_trigger.py",
         "airflow_provider_liangxin/py.typed",
+        "airflow_provider_liangxin/LiangxinRunFacet.json",
     ]:
         assert required in names, f"{required} missing from the sdist"
     # Every test module ships with the package it tests.
@@ -74,6 +75,8 @@ def test_wheel_carries_the_licence_and_no_tests(dist):
     assert "License-File: LICENSE" in text
     assert "Project-URL: Homepage, https://github.com/airflow-provider-liangxin/airflow-provider-liangxin" in text
     assert not [n for n in names if n.startswith(("tests/", "dags/", "docs/", "benchmarks/"))]
+    # lineage.py's facet names its schema, which ships beside it.
+    assert "airflow_provider_liangxin/LiangxinRunFacet.json" in names
 
 
 def test_a_fresh_venv_installs_the_wheel(dist, tmp_path):

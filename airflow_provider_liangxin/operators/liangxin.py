@@ -44,6 +44,7 @@ from airflow_provider_liangxin.events import (
     TRANSIENT_ERRORS,
     Deadlines,
     ErrorBudget,
+    LiangxinTaskFailedException,
     check_number,
     normalize_retry,
     record_from_event,
@@ -158,6 +159,15 @@ def _output_asset(output_path: str | None) -> Any:
     return Asset(uri=uri.rstrip("/") + "/")
 
 
+def _pulled_result(task_instance: Any) -> Mapping[str, Any] | None:
+    """The task's result from XCom, for an operator instance that did not run it itself."""
+    try:
+        value = task_instance.xcom_pull(task_ids=task_instance.task_id, map_indexes=task_instance.map_index)
+    except Exception:
+        return None
+    return value if isinstance(value, Mapping) else None
+
+
 class LiangxinCreateTaskOperator(BaseOperator):
     """Create a LiangXin Market task (image or video generation) and wait for its result.
 
@@ -196,6 +206,9 @@ class LiangxinCreateTaskOperator(BaseOperator):
     :param strict: Reject models this provider does not know (by default they pass through with a warning).
     :param validate: Check ``input`` against the model's documented schema before sending it. Turn off only when
         LiangXin accepts a field this provider version does not know yet.
+    :param openlineage_include_prompt: Put the prompt text in the OpenLineage ``liangxin`` run facet. Off by
+        default: prompts can be confidential, and lineage backends are read by many; the facet always has the
+        prompt's SHA-256 and length (see docs/lineage.md).
 
     XCom: ``task_id`` holds the LiangXin taskId as soon as it exists; ``return_value`` holds the result dict
     (``task_id``, ``model``, ``state``, ``result_urls``, ``fail_code``, ``fail_msg``, times, and ``stored``
@@ -229,6 +242,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         output_asset: bool = False,
         strict: bool = False,
         validate: bool = True,
+        openlineage_include_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         self.output_asset_ref = _output_asset(output_path) if output_asset else None
@@ -261,6 +275,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         self.allow_private_result_hosts = allow_private_result_hosts
         self.strict = strict
         self.validate = validate
+        self.openlineage_include_prompt = openlineage_include_prompt
         if not wait_for_completion and deferrable:
             self.log.debug("%s: deferrable has no effect when wait_for_completion=False", self.task_id)
         # A typo in a literal input fails the DAG import, long before anything is paid for. Not when Airflow
@@ -342,6 +357,9 @@ class LiangxinCreateTaskOperator(BaseOperator):
             if self.deferrable:
                 self._defer(context, task_id, deadlines, callback_hash)
             return self._complete(context, self._poll(hook, record or task_id, deadlines), hook)
+        except LiangxinTaskFailedException as exc:
+            self._liangxin_failure = exc  # for get_openlineage_facets_on_failure
+            raise
         finally:
             hook.close()
 
@@ -597,6 +615,9 @@ class LiangxinCreateTaskOperator(BaseOperator):
             if isinstance(event, Mapping) and event.get("status") == CALLBACK_STATUS:
                 return self._after_callback(context, event, hook)
             return self._complete(context, record_from_event(event), hook)
+        except LiangxinTaskFailedException as exc:
+            self._liangxin_failure = exc  # for get_openlineage_facets_on_failure (a resumed, fresh instance)
+            raise
         finally:
             hook.close()
 
@@ -640,7 +661,58 @@ class LiangxinCreateTaskOperator(BaseOperator):
                 }
         if link:
             self._set_link(context, link)
+        self._liangxin_result = result  # for get_openlineage_facets_on_complete
         return result
+
+    # ------------------------------------------------------------------------------------------- OpenLineage
+    # Called by the OpenLineage provider's listener, in the worker, on the operator instance that ran (after a
+    # deferral: the fresh instance that ran execute_complete). The provider is optional: imports stay inside.
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow_provider_liangxin.lineage import task_lineage
+
+        return task_lineage(self.model, self.input, include_prompt=self.openlineage_include_prompt)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_provider_liangxin.lineage import task_lineage
+
+        result = getattr(self, "_liangxin_result", None)
+        if result is None and self.wait_for_completion:
+            result = _pulled_result(task_instance)
+        task_id = getattr(self, "_liangxin_task_id", None)
+        return task_lineage(
+            self.model,
+            self.input,
+            result=result,
+            task_id=task_id,
+            include_prompt=self.openlineage_include_prompt,
+            source=self._lineage_source(),
+        )
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        from airflow_provider_liangxin.lineage import task_lineage
+
+        failure = getattr(self, "_liangxin_failure", None)
+        result = None
+        if isinstance(failure, LiangxinTaskFailedException):
+            result = {"task_id": failure.task_id, "state": "fail", "fail_code": failure.fail_code}
+            result["fail_msg"] = failure.fail_msg
+        return task_lineage(
+            self.model,
+            self.input,
+            result=result,
+            task_id=getattr(self, "_liangxin_task_id", None),
+            include_prompt=self.openlineage_include_prompt,
+            source=self._lineage_source(),
+        )
+
+    def _lineage_source(self) -> str:
+        """``liangxin://<api host>`` for the external query facet: which LiangXin (the API, the simulator) ran it."""
+        try:
+            host = urlsplit(self.hook.settings.base_url).netloc.rpartition("@")[2]
+        except Exception:
+            host = ""
+        return f"liangxin://{host}" if host else "liangxin"
 
     def on_kill(self) -> None:
         task_id = getattr(self, "_liangxin_task_id", None)

@@ -11,13 +11,21 @@ an older version would have sent it): the worker must mask it by itself.
 The same run has a task that fails before it creates a LiangXin task: it must not log ``XCom not found`` for the
 result link.
 
+The same deployment runs the OpenLineage provider with the file transport: two more tasks (a stored image and a
+LiangXin failure, both resumed from the triggerer on a fresh operator instance) show the operator's lineage
+events, and no event of any task may hold the key either.
+
 The DAG is written by the test into its own temporary DAG folder, so it never ships with the example DAGs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import textwrap
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +45,11 @@ ECHO_TASKS = (
 #: Tasks whose hostile answer came through the triggerer.
 DEFERRED = ("echo_deferred", "echo_sensor_deferred")
 RUN_TIMEOUT = 150
+#: Templated in the DAG, so the events show the rendered prompt (the listener runs after rendering).
+LINEAGE_TEMPLATE = "{{ dag.dag_id }}: lineage of a paper crane on a windowsill"
+LINEAGE_PROMPT = "e2e_hardening: lineage of a paper crane on a windowsill"
+LINEAGE_FAIL_PROMPT = "e2e: lineage of a failure [sim:fail]"
+FAIL_MSG = "simulated generation failure"
 
 DAG_FILE = textwrap.dedent(
     '''
@@ -113,11 +126,38 @@ DAG_FILE = textwrap.dedent(
         SensorResumeWithEchoedKey(task_id="resume_sensor", liangxin_task_id="task_x")
         # Renders an empty prompt: fails validation before any createTask.
         LiangxinCreateTaskOperator(task_id="invalid_input", model="z-image", input={"prompt": "{{ '' }}"})
+        # OpenLineage: resumed from the triggerer on a fresh instance, one stores its image, one fails on LiangXin.
+        lineage = {"model": "z-image", "poll_interval": 1, "timeout": 120, "deferrable": True}
+        DeferAtOnce(
+            task_id="lineage_image", input={"prompt": %(image)r, "seed": 5, "aspect_ratio": "1:1"},
+            output_path=os.environ["LIANGXIN_OUTPUT_DIR"], **lineage,
+        )
+        DeferAtOnce(task_id="lineage_fail", input={"prompt": %(fail)r}, **lineage)
 
 
     e2e_hardening()
     '''
-)
+) % {"image": LINEAGE_TEMPLATE, "fail": LINEAGE_FAIL_PROMPT}
+
+
+def lineage_dir(home: Path) -> Path:
+    return home / "openlineage"
+
+
+def lineage_events(env: AirflowEnv) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(lineage_dir(env.home).glob("ol-*.json"))]
+
+
+def task_events(env: AirflowEnv, task_id: str, event_type: str, timeout: float = 15) -> list[dict[str, Any]]:
+    """The task's OpenLineage events of that type, once there is one (the listener may still be writing when the
+    run ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = f"{DAG_ID}.{task_id}"
+        found = [e for e in lineage_events(env) if e["job"]["name"] == job and e["eventType"] == event_type]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +167,18 @@ def stack(request, tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow")
     output = tmp_path_factory.mktemp("liangxin-output")
     started = time.monotonic()
-    with liangxin_airflow(output_dir=output, home=home, dag_folders={"hardening-dags": dags}) as (env, sim):
+    lineage_dir(home).mkdir()
+    # OpenLineage's file transport: one JSON file per event.
+    transport = {"type": "file", "log_file_path": str(lineage_dir(home) / "ol"), "append": False}
+    # In a thread of the task process rather than a forked child per event: cheaper on CI's two cores.
+    extra_env = {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+    }
+    with liangxin_airflow(output_dir=output, home=home, dag_folders={"hardening-dags": dags}, extra_env=extra_env) as (
+        env,
+        sim,
+    ):
         env.wait_ready([DAG_ID], timeout=180)
         print(f"\nAirflow ready in {time.monotonic() - started:.1f}s; home {env.home}")
         failed_before = request.session.testsfailed
@@ -171,6 +222,57 @@ def test_echoed_key_is_masked_in_every_log_while_each_task_failed_on_it(stack, r
     assert any(p.name == "scheduler.log" for p in files), [p.name for p in files]
     leaks = [str(p) for p in files if sim.api_key in p.read_text(errors="replace")]
     assert leaks == [], f"API key found in {leaks}"
+
+
+def test_openlineage_events_of_a_stored_image_and_a_liangxin_failure(stack, run):
+    """The OpenLineage provider's listener calls the operator's methods on the instance that resumed from the
+    triggerer: the events carry the LiangXin taskId, the liangxin facet, the stored file as output dataset and,
+    on failure, LiangXin's failMsg; never the API key, the prompt or a result URL (of any task's event)."""
+    from tests.e2e.airflow_env import local_path
+    from tests.support.openlineage_schema import validate_event
+
+    env, sim = stack
+    states = {ti["task_id"]: ti["state"] for ti in env.task_instances(DAG_ID, run)}
+    assert (states["lineage_image"], states["lineage_fail"]) == ("success", "failed"), states
+    for task_id in ("lineage_image", "lineage_fail"):
+        assert env.trigger_log_files(DAG_ID, run, task_id), f"{task_id} never deferred"
+
+    # START twice: when the task starts, and again when it resumes from the triggerer (the listener's doing).
+    starts = task_events(env, "lineage_image", "START")
+    assert len(starts) == 2, starts
+    for start in starts:  # the rendered request, hashed
+        validate_event(start)
+        assert start["run"]["facets"]["liangxin"]["promptSha256"] == hashlib.sha256(LINEAGE_PROMPT.encode()).hexdigest()
+    [complete] = task_events(env, "lineage_image", "COMPLETE")
+    validate_event(complete)
+    result = env.xcom(DAG_ID, run, "lineage_image")
+    facets = complete["run"]["facets"]
+    assert facets["externalQuery"]["externalQueryId"] == result["task_id"]
+    assert facets["externalQuery"]["source"] == f"liangxin://{sim.base_url.split('://')[1].rstrip('/')}"
+    liangxin = facets["liangxin"]
+    assert liangxin["model"] == "z-image"
+    assert liangxin["parameters"] == {"aspect_ratio": "1:1", "seed": 5}
+    assert liangxin["promptLength"] == len(LINEAGE_PROMPT)
+    assert sim.record(result["task_id"])["param"]["input"]["prompt"] == LINEAGE_PROMPT
+    assert (liangxin["taskId"], liangxin["state"], liangxin["storedCount"]) == (result["task_id"], "success", 1)
+    stored = [local_path(item["path"]) for item in result["stored"]]
+    assert stored[0].is_file()
+    assert [(o["namespace"], o["name"]) for o in complete["outputs"]] == [("file", str(p)) for p in stored]
+
+    [failure] = task_events(env, "lineage_fail", "FAIL")
+    validate_event(failure)
+    liangxin = failure["run"]["facets"]["liangxin"]
+    assert (liangxin["state"], liangxin["failMsg"]) == ("fail", FAIL_MSG)
+    assert sim.record(liangxin["taskId"])["param"]["input"] == {"prompt": LINEAGE_FAIL_PROMPT}
+    assert failure["run"]["facets"]["externalQuery"]["externalQueryId"] == liangxin["taskId"]
+    # The listener sets errorMessage from the task's exception, which names LiangXin's failMsg too.
+    assert FAIL_MSG in failure["run"]["facets"]["errorMessage"]["message"]
+    assert failure["outputs"] == []
+
+    # Every event of the run (the hostile tasks' FAIL events included): no key, no prompt, no result URL.
+    text = "".join(p.read_text() for p in lineage_dir(env.home).glob("ol-*.json"))
+    for secret in [sim.api_key, LINEAGE_PROMPT, *result["result_urls"], result["result_urls"][0].split("?")[0]]:
+        assert secret not in text
 
 
 def test_task_failing_before_create_has_no_link_and_logs_no_missing_xcom(stack, run):
