@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import json
 import math
 import time
@@ -803,10 +804,12 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
     # ------------------------------------------------------------------------------------------ creating
 
     def _create_wave(self, context: Context, state: Any, deadlines: Deadlines) -> None:
-        """Fill the free slots with new LiangXin tasks, paced: 429 and connect errors (nothing was created) put
-        the item back, pause creation (Retry-After, else backoff) and halve the concurrency, which then grows
-        back by one per success. Any other answer is final for the item in this try (a createTask that may
-        have reached LiangXin is never sent again: it could pay twice)."""
+        """Fill the free slots with new LiangXin tasks, paced like TCP: a 429 halves the number of createTask
+        requests in flight (then it grows back by one per success) and puts the item back, to be sent again once
+        its Retry-After (else a backoff) has passed; a 429 while only one request was allowed pauses all creation
+        for that long (LiangXin is saturated). A connect error (nothing reached LiangXin) pauses all creation
+        with a backoff. Neither fails the item. Any other answer is final for the item in this try: a createTask
+        that may have reached LiangXin is never sent again (it could pay twice)."""
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         from airflow_provider_liangxin._api import (
@@ -828,8 +831,8 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
         policy = RetryPolicy.from_kwargs(self.retry)
         window = min(CREATE_CONCURRENCY, len(todo))
         pause_until = 0.0
-        streak = 0
-        throttled = 0
+        delayed: list[tuple[float, int]] = []  # (monotonic time it may be sent again, item index), a heap
+        streak = throttled = 0
         budget = ErrorBudget(self.max_error_duration)
         fatal: BaseException | None = None
         futures: dict[Any, int] = {}
@@ -841,45 +844,65 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
         )
         try:
             with ThreadPoolExecutor(max_workers=CREATE_CONCURRENCY, thread_name_prefix="liangxin-create") as pool:
-                while todo or futures:
+                while todo or futures or delayed:
                     now = time.monotonic()
+                    while delayed and delayed[0][0] <= now:
+                        todo.appendleft(heapq.heappop(delayed)[1])
                     if fatal is None and deadlines.passed(time.time()):
-                        self.log.warning("Deadline passed while creating: %d items not created", len(todo))
+                        self.log.warning(
+                            "Deadline passed while creating: %d items not created", len(todo) + len(delayed)
+                        )
                         todo.clear()
+                        delayed.clear()
                     while todo and len(futures) < window and now >= pause_until:
                         index = todo.popleft()
                         item = state.items[index]
                         future = pool.submit(creator.create_task, item.model, item.input, log_created=False)
                         futures[future] = index
+                    wake = [t for t in ((pause_until if todo else 0.0), delayed[0][0] if delayed else 0.0) if t > now]
                     if not futures:
-                        time.sleep(max(0.01, pause_until - now))
+                        time.sleep(max(0.005, min(wake) - now) if wake else 0.005)
                         continue
-                    timeout = max(0.01, pause_until - now) if todo and pause_until > now else None
-                    done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+                    done, _ = wait(futures, timeout=min(wake) - now if wake else None, return_when=FIRST_COMPLETED)
                     for future in done:
                         index = futures.pop(future)
                         try:
                             task_id = future.result()
-                        except (LiangxinRateLimitError, LiangxinConnectError) as exc:
-                            # Surely not created: back in the queue, creation slowed down.
-                            todo.appendleft(index)
+                        except LiangxinRateLimitError as exc:
+                            # Surely not created: sent again after its Retry-After, with fewer requests at once.
                             streak += 1
                             throttled += 1
-                            window = max(1, window // 2)
-                            hint = getattr(exc, "retry_after", None)
+                            hint = exc.retry_after
                             delay = hint if isinstance(hint, int | float) else policy.backoff(streak)
-                            pause_until = max(pause_until, time.monotonic() + delay)
-                            if isinstance(exc, LiangxinConnectError) and budget.failed(time.time()):
-                                fatal = wait_error("createTask", f"{budget.describe(time.time())}; last error: {exc}")
-                                todo.clear()
+                            heapq.heappush(delayed, (time.monotonic() + delay, index))
+                            if window == 1:
+                                pause_until = max(pause_until, time.monotonic() + delay)
+                            window = max(1, window // 2)
                             if streak == 1 or streak % 20 == 0:
                                 self.log.warning(
-                                    "createTask: %s; creating slower (%d at a time, next in %.1f s)", exc, window, delay
+                                    "createTask: %s; creating slower (%d at a time, item retried in %.1f s)",
+                                    exc,
+                                    window,
+                                    delay,
                                 )
+                        except LiangxinConnectError as exc:
+                            streak += 1
+                            throttled += 1
+                            todo.appendleft(index)
+                            window = max(1, window // 2)
+                            delay = policy.backoff(streak)
+                            pause_until = max(pause_until, time.monotonic() + delay)
+                            if budget.failed(time.time()):
+                                fatal = wait_error("createTask", f"{budget.describe(time.time())}; last error: {exc}")
+                                todo.clear()
+                                delayed.clear()
+                            elif streak == 1 or streak % 20 == 0:
+                                self.log.warning("createTask: %s; pausing creation for %.1f s", exc, delay)
                         except (LiangxinAuthError, LiangxinForbiddenError, LiangxinConfigError) as exc:
                             # Every other item would get the same answer: stop, keep what was created.
                             fatal = fatal or exc
                             todo.clear()
+                            delayed.clear()
                         except LiangxinError as exc:
                             code = str(exc.status_code or exc.api_code or "error")
                             state.create_failed(index, code, f"createTask: {exc}")

@@ -196,6 +196,25 @@ class TestSyncBatch:
         throttled -= stats_before["requests"].get("POST /api/v1/jobs/createTask", {}).get("429", 0)
         assert throttled > 0  # the fault really fired
 
+    def test_retry_after_is_honoured_for_the_throttled_item(self, sim):
+        import time
+
+        sim.set_faults({"rate_limit_rate": 0.5, "retry_after": 1, "durations": [0, 0, 0.05], "seed": 3})
+        before = sim.stats()
+        started = time.monotonic()
+        results = batch(inputs=[{"prompt": f"retry-after {i}"} for i in range(6)]).execute(
+            make_context(FakeStateStore(), ti())
+        )
+        elapsed = time.monotonic() - started
+        after = sim.stats()
+        throttled = after["requests"]["POST /api/v1/jobs/createTask"].get("429", 0) - before["requests"].get(
+            "POST /api/v1/jobs/createTask", {}
+        ).get("429", 0)
+        assert throttled > 0
+        assert {r["state"] for r in results} == {"success"}
+        assert after["task_count"] - before["task_count"] == 6
+        assert elapsed >= 1.0  # a throttled item was not sent again before its Retry-After
+
     def test_partial_failure_within_max_failed_succeeds_and_reports_it(self, sim):
         sim.set_faults({"durations": [0, 0, 0.1]})
         inputs = [{"prompt": "ok 1"}, {"prompt": "bad [sim:fail:422:nsfw content]"}, {"prompt": "ok 2"}]
