@@ -103,7 +103,7 @@ def normalize_items(
     if isinstance(inputs, str | bytes | Mapping) or not isinstance(inputs, Sequence):
         raise ValueError(f"inputs must be a list of input dicts or {{model, input}} items, got {type(inputs).__name__}")
     problems: list[str] = []
-    warnings: list[str] = []
+    warned: dict[str, list[int]] = {}
     items: list[BatchItem] = []
     for index, raw in enumerate(inputs):
         where = f"item {index}"
@@ -121,15 +121,22 @@ def normalize_items(
             continue
         if validate:
             try:
-                warnings += [f"{where}: {w}" for w in validate_input(model, data, strict=strict)]
+                for warning in validate_input(model, data, strict=strict):
+                    warned.setdefault(warning, []).append(index)
             except InputValidationError as exc:
                 problems += [f"{where} ({model}): {p}" for p in exc.problems]
                 continue
         items.append(BatchItem(index, model, json.loads(json.dumps(dict(data)))))
     if problems:
         raise ValueError(f"{len(problems)} problem(s) in inputs, nothing was sent:\n  " + "\n  ".join(problems))
-    # Unknown-model warnings repeat per item: once per model is enough.
-    return items, list(dict.fromkeys(warnings))
+    # One line per distinct warning (an unknown model would otherwise repeat it for every item).
+    return items, [f"{_indexes(indexes)}: {warning}" for warning, indexes in warned.items()]
+
+
+def _indexes(indexes: list[int], shown: int = 10) -> str:
+    listed = ", ".join(map(str, indexes[:shown]))
+    more = f" and {len(indexes) - shown} more" if len(indexes) > shown else ""
+    return f"item {listed}" if len(indexes) == 1 else f"items {listed}{more}"
 
 
 def compact_record(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,8 +165,10 @@ class Entry:
     fail_code: str = ""
     fail_msg: str = ""
     stored: list[dict[str, Any]] | None = None
-    #: Not persisted: the try's wait ended (timeout) before the task did; the next try polls it again.
+    #: Not persisted: the try's wait ended (timeout, or the task could not be followed) before the task did;
+    #: the next try polls it again.
     timed_out: bool = False
+    lost_msg: str = ""
 
     def dump(self) -> dict[str, Any]:
         data: dict[str, Any] = {"t": self.task_id, "f": self.fp, "y": self.try_number, "n": self.creations}
@@ -330,15 +339,21 @@ class BatchState:
         self._touch(index)
         return True
 
-    def lost(self, index: int, task_id: str, message: str) -> bool:
-        """The task cannot be followed any more (404, a malformed answer): the item fails in this try."""
+    def lost(self, index: int, task_id: str, message: str, *, final: bool) -> bool:
+        """The task cannot be followed in this try: the item fails. ``final`` (LiangXin answered 404: it does
+        not know the task) is persisted like a ``fail`` (a later try creates the item again); anything else (a
+        401, a malformed answer) is not: the task may be running fine, so a later try polls it again."""
         entry = self.entries.get(index)
         if entry is None or entry.task_id != task_id or entry.state:
             return False
-        entry.state = FAIL
-        entry.fail_code = ERROR_CODE
-        entry.fail_msg = cap_text(message)
-        self._touch(index)
+        if final:
+            entry.state = FAIL
+            entry.fail_code = ERROR_CODE
+            entry.fail_msg = cap_text(message)
+            self._touch(index)
+        else:
+            entry.timed_out = True
+            entry.lost_msg = cap_text(message)
         return True
 
     def timed_out(self, indexes: Sequence[int]) -> None:
@@ -361,7 +376,9 @@ class BatchState:
             entry = self.entries.get(item.index) or Entry()
             state = entry.state or FAIL
             fail_code, fail_msg = entry.fail_code, entry.fail_msg
-            if entry.state is None:
+            if entry.state is None and entry.lost_msg:
+                fail_code, fail_msg = ERROR_CODE, f"{entry.lost_msg}; an Airflow retry polls it again"
+            elif entry.state is None:
                 fail_code = TIMEOUT_CODE
                 fail_msg = (
                     "the wait ended before the LiangXin task did; it may still finish (and be billed); "

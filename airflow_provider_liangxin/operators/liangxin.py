@@ -755,10 +755,11 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
             raise AirflowException(f"LiangXin batch trigger returned no usable event: {event!r}")
         for key, record in (event.get("done") or {}).items():
             state.finished(int(key), record)
-        for key, message in (event.get("lost") or {}).items():
+        for key, lost in (event.get("lost") or {}).items():
             entry = state.entries.get(int(key))
-            if entry is not None and entry.task_id:
-                state.lost(int(key), entry.task_id, f"LiangXin task {entry.task_id} cannot be followed: {message}")
+            if entry is not None and entry.task_id and isinstance(lost, Mapping):
+                message = f"LiangXin task {entry.task_id} cannot be followed: {lost.get('message')}"
+                state.lost(int(key), entry.task_id, message, final=bool(lost.get("final")))
         self._save(context, state)
         deadlines = Deadlines(deadline, execution_deadline)
         if event["status"] == "timeout":
@@ -984,7 +985,8 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
             if isinstance(answer, TRANSIENT_ERRORS):
                 transient = answer
             elif isinstance(answer, LiangxinError):
-                state.lost(index, task_id, f"LiangXin task {task_id} cannot be followed: {answer}")
+                final = isinstance(answer, LiangxinTaskNotFoundError)
+                state.lost(index, task_id, f"LiangXin task {task_id} cannot be followed: {answer}", final=final)
             elif isinstance(answer, Exception):
                 raise answer
             else:

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_liangxin._api import LiangxinError
+from airflow_provider_liangxin._api import LiangxinError, LiangxinTaskNotFoundError
 from airflow_provider_liangxin.events import (
     DEFAULT_MAX_ERROR_DURATION,
     NO_CANCEL_NOTE,
@@ -202,7 +202,8 @@ class LiangxinBatchTrigger(BaseTrigger):
     input), so the worker makes no recordInfo call of its own.
 
     Event: ``{"status": "success" | "timeout" | "error", "message": str, "done": {index: record},
-    "lost": {index: message}}``; ``lost`` are tasks LiangXin no longer answers for (404, a malformed answer).
+    "lost": {index: {"message", "final"}}}``; ``lost`` are tasks that cannot be followed (``final``: LiangXin
+    answered 404; else a 401 or a malformed answer, and the task may still be running).
 
     :param task_ids: ``{str(index): taskId}`` of the tasks in flight (JSON-native; the key never enters kwargs).
     :param resume_after: How many finished tasks make it worth resuming the worker.
@@ -252,7 +253,7 @@ class LiangxinBatchTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
         done: dict[str, dict[str, Any]] = {}
-        lost: dict[str, str] = {}
+        lost: dict[str, dict[str, Any]] = {}
         try:
             status, message = await self._wait(hook, done, lost)
         except Exception as exc:
@@ -267,7 +268,9 @@ class LiangxinBatchTrigger(BaseTrigger):
         )
         yield TriggerEvent(event)
 
-    async def _wait(self, hook: LiangxinHook, done: dict[str, dict[str, Any]], lost: dict[str, str]) -> tuple[str, str]:
+    async def _wait(
+        self, hook: LiangxinHook, done: dict[str, dict[str, Any]], lost: dict[str, dict[str, Any]]
+    ) -> tuple[str, str]:
         from airflow_provider_liangxin.batch import compact_record
 
         remaining = dict(self.task_ids)
@@ -304,7 +307,10 @@ class LiangxinBatchTrigger(BaseTrigger):
                         transient = answer
                         continue
                     if isinstance(answer, Exception):
-                        lost[index] = str(answer) if isinstance(answer, LiangxinError) else repr(answer)
+                        lost[index] = {
+                            "message": str(answer) if isinstance(answer, LiangxinError) else repr(answer),
+                            "final": isinstance(answer, LiangxinTaskNotFoundError),
+                        }
                         remaining.pop(index, None)
                         continue
                     answered += 1

@@ -367,6 +367,7 @@ class TestBatchTrigger:
         assert set(event["done"]) == {"0"}
         assert event["done"]["0"]["state"] == "success"
         assert set(event["lost"]) == {"2"}
+        assert event["lost"]["2"]["final"] is True  # 404: LiangXin does not know the task
 
     def test_deadline_ends_the_wait_with_what_finished(self, sim):
         import time
