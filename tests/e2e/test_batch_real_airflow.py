@@ -6,6 +6,7 @@ worker killed with SIGKILL mid-creation and mid-wait, counting createTask calls 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -19,9 +20,12 @@ from tests.e2e.airflow_env import E2E_DAGS, AirflowEnv, Simulator, liangxin_airf
 pytestmark = pytest.mark.e2e
 
 DEFERRED, KILL_CREATE, KILL_WAIT = "e2e_batch_deferred", "e2e_batch_kill_create", "e2e_batch_kill_wait"
+TRIGGERER_RESTART = "e2e_batch_triggerer_restart"
 CREATE_MODEL, THROTTLED_MODEL, WAIT_MODEL = "seedream-v4-5", "z-image", "flux-2-pro"
-#: z-image's createTask answers 429 (Retry-After 2 s) until the kill-create test lifts it; flux-2-pro runs 20 s.
-LONG_WAIT = {WAIT_MODEL: {"durations": [0.5, 0.5, 20]}}
+TRIGGER_MODEL = "nano-banana-pro"
+#: z-image's createTask answers 429 (Retry-After 2 s) until the kill-create test lifts it; flux-2-pro runs 20 s,
+#: nano-banana-pro 15 s (time to restart the triggerer while the batch is deferred).
+LONG_WAIT = {WAIT_MODEL: {"durations": [0.5, 0.5, 20]}, TRIGGER_MODEL: {"durations": [0.5, 0.5, 15]}}
 FAULTS = {"models": {THROTTLED_MODEL: {"rate_limit_rate": 1.0, "retry_after": 2}, **LONG_WAIT}}
 RUN_TIMEOUT = 150
 
@@ -36,8 +40,10 @@ def stack(request, tmp_path_factory):
         dag_folders={"e2e-dags": E2E_DAGS},
         sim_durations="0.5,0.5,3",
         sim_faults=FAULTS,
+        # A killed triggerer's triggers go to a live one once its heartbeat is this old (default 30 s).
+        extra_env={"AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5"},
     ) as (env, sim):
-        env.wait_ready([DEFERRED, KILL_CREATE, KILL_WAIT], timeout=180)
+        env.wait_ready([DEFERRED, KILL_CREATE, KILL_WAIT, TRIGGERER_RESTART], timeout=180)
         failed_before = request.session.testsfailed
         yield env, sim, output
         if request.session.testsfailed > failed_before:
@@ -47,7 +53,7 @@ def stack(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(stack) -> dict[str, str]:
     env, _sim, _output = stack
-    return {dag_id: env.trigger(dag_id) for dag_id in (DEFERRED, KILL_CREATE, KILL_WAIT)}
+    return {dag_id: env.trigger(dag_id) for dag_id in (DEFERRED, KILL_CREATE, KILL_WAIT, TRIGGERER_RESTART)}
 
 
 def finished(env: AirflowEnv, dag_id: str, run_id: str, expected: str = "success") -> None:
@@ -80,11 +86,13 @@ def kills(stack, runs) -> dict[str, dict[str, Any]]:
     * kill-create: this DAG's 6 seedream items are created and the worker pauses on the throttled model's 429s
       (Retry-After 2 s: no createTask on the wire for most of each pause); then LiangXin "recovers".
     * kill-wait: all 5 flux items are created and the worker polls them (20 s generations).
+    * triggerer restart: the batch is deferred (its trigger has logged) and its 4 tasks run: the triggerer's
+      process group is killed with SIGKILL and a new triggerer started.
     """
     env, sim, _output = stack
     seen: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 120
-    while len(seen) < 2 and time.monotonic() < deadline:
+    while len(seen) < 3 and time.monotonic() < deadline:
         stats = sim.stats()
         if KILL_CREATE not in seen:
             throttled = stats["requests"].get("POST /api/v1/jobs/createTask", {}).get("429", 0)
@@ -102,13 +110,23 @@ def kills(stack, runs) -> dict[str, dict[str, Any]]:
                 for proc in procs:
                     proc.send_signal(signal.SIGKILL)
                 seen[KILL_WAIT] = {"states": [sim.record(t)["state"] for t in ids]}
-        for dag_id in (KILL_CREATE, KILL_WAIT):
+        if TRIGGERER_RESTART not in seen and stats["created_per_model"].get(TRIGGER_MODEL, 0) >= 4:
+            ti = env.task_instances(TRIGGERER_RESTART, runs[TRIGGERER_RESTART])[0]
+            if ti["state"] == "deferred" and env.trigger_log_files(
+                TRIGGERER_RESTART, runs[TRIGGERER_RESTART], "generate"
+            ):
+                old = env.procs["triggerer"]
+                os.killpg(old.pid, signal.SIGKILL)
+                old.wait(timeout=10)
+                env._spawn("triggerer", ["triggerer", "--skip-serve-logs"])
+                seen[TRIGGERER_RESTART] = {"states": [sim.record(t)["state"] for t in _ids_of(sim, "e2e triggerer")]}
+        for dag_id in (KILL_CREATE, KILL_WAIT, TRIGGERER_RESTART):
             if dag_id not in seen:
                 assert env.run_state(dag_id, runs[dag_id]) not in ("success", "failed"), env.failure_report(
                     dag_id, runs[dag_id]
                 )
         time.sleep(0.3)
-    assert len(seen) == 2, f"workers not killed in time: {sorted(seen)}"
+    assert len(seen) == 3, f"not killed in time: {sorted(seen)}"
     return seen
 
 
@@ -183,3 +201,15 @@ def test_worker_killed_mid_wait_resumes_without_creating(stack, runs, kills):
 
 def _ids_of(sim: Simulator, prefix: str) -> list[str]:
     return [t for t in sim.stats()["task_ids"] if sim.record(t)["param"]["input"]["prompt"].startswith(prefix)]
+
+
+def test_triggerer_restart_while_deferred_resumes_without_creating(stack, runs, kills):
+    env, sim, _output = stack
+    run_id = runs[TRIGGERER_RESTART]
+    states = kills[TRIGGERER_RESTART]["states"]
+    assert len(states) == 4
+    assert not {"success", "fail"} & set(states), states  # the triggerer died while the tasks ran
+    finished(env, TRIGGERER_RESTART, run_id)
+    results = env.xcom(TRIGGERER_RESTART, run_id, "generate")
+    assert [r["state"] for r in results] == ["success"] * 4
+    assert sim.stats()["created_per_model"][TRIGGER_MODEL] == 4

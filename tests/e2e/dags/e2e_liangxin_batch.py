@@ -5,6 +5,8 @@
   model); the retry must resume the tasks already created and create only the others.
 * ``e2e_batch_kill_wait``: the worker is killed while it polls (``deferrable=False``); the retry must create
   nothing.
+* ``e2e_batch_triggerer_restart``: the triggerer is killed (SIGKILL) and started again while the batch is
+  deferred; the new triggerer must take the trigger over from its kwargs, and nothing is created again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ OUTPUT_DIR = os.environ.get("LIANGXIN_OUTPUT_DIR", "/tmp/liangxin-output")
 CREATE_MODEL = "seedream-v4-5"
 THROTTLED_MODEL = "z-image"
 WAIT_MODEL = "flux-2-pro"
+TRIGGER_MODEL = "nano-banana-pro"
 
 
 @dag(dag_id="e2e_batch_deferred", schedule=None, catchup=False, tags=["e2e"])
@@ -67,6 +70,19 @@ def e2e_batch_kill_wait():
     )
 
 
+@dag(dag_id="e2e_batch_triggerer_restart", schedule=None, catchup=False, tags=["e2e"])
+def e2e_batch_triggerer_restart():
+    LiangxinBatchCreateTaskOperator(
+        task_id="generate",
+        model=TRIGGER_MODEL,
+        inputs=[{"prompt": f"e2e triggerer restart {i}"} for i in range(4)],
+        max_in_flight=4,
+        deferrable=True,
+        poll_interval=1,
+    )
+
+
 e2e_batch_deferred()
+e2e_batch_triggerer_restart()
 e2e_batch_kill_create()
 e2e_batch_kill_wait()
