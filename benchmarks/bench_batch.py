@@ -103,7 +103,11 @@ class Bench:
         cpu0 = tree_cpu(triggerer)
         run_id = env.trigger(dag_id, {"n": n, "tag": tag})
         self.say(f"{dag_id} n={n}: run {run_id}")
-        state = env.wait_for_run(dag_id, run_id, timeout=timeout)
+        try:
+            state = env.wait_for_run(dag_id, run_id, timeout=timeout)
+        except TimeoutError:
+            self.say(f"{dag_id} n={n}: not finished after {timeout:.0f} s")
+            return {"dag": dag_id, "n": n, "state": f"unfinished after {timeout:.0f} s"}
         cpu = tree_cpu(triggerer) - cpu0
         if state != "success":
             self.say(f"{dag_id} n={n} ended {state}\n{env.failure_report(dag_id, run_id)[-5000:]}")
@@ -131,7 +135,7 @@ class Bench:
             for r in results
             if r["state"] == "success" and r.get("stored") and local_path(r["stored"][0]["path"]).is_file()
         )
-        return {
+        row = {
             "dag": dag_id,
             "n": n,
             "state": state,
@@ -151,6 +155,8 @@ class Bench:
             "wrong_state": wrong_state,
             "throttled": throttled,
         }
+        self.say(f"{dag_id} n={n}: {row}")  # each row as soon as it exists (a long run may be interrupted)
+        return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="200,1000")
     parser.add_argument("--fault-n", type=int, default=1000)
     parser.add_argument("--skip-mapped-above", type=int, default=10**9, help="skip mapped runs larger than this")
+    parser.add_argument("--mapped-timeout", type=float, default=None, help="seconds a mapped run may take")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     say = Progress()
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(bench.run("bench_batch_waves", n, f"w{n}", timeout))
                     say(f"batch/waves n={n}: {rows[-1].get('seconds', 0):.1f} s")
                 if n <= args.skip_mapped_above:
-                    rows.append(bench.run("bench_mapped", n, f"m{n}", timeout))
+                    rows.append(bench.run("bench_mapped", n, f"m{n}", args.mapped_timeout or timeout))
                     say(f"mapped n={n}: {rows[-1].get('seconds', 0):.1f} s")
             if args.fault_n:
                 httpx.post(
