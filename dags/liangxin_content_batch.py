@@ -5,13 +5,18 @@ What it shows
 * **Dynamic task mapping.** ``plan_generations`` turns the ``prompts`` and ``models`` params into one request
   per (model, prompt) pair, and ``generate`` fans out over them with ``.expand_kwargs()``: one mapped task
   instance, and exactly one LiangXin task, per pair. Each instance is deferrable and downloads its image.
+* **One batch task.** ``generate_batch`` sends the same (model, prompt) requests through
+  ``LiangxinBatchCreateTaskOperator``: one task instance for all of them, at most ``max_in_flight`` LiangXin tasks
+  at a time, one trigger watching the whole batch, and the worker resumed only to create the next wave or finish.
+  Use it for hundreds of images per run: Airflow's per-task overhead, not LiangXin, limits the mapped variant.
 * **Fire-and-forget plus a sensor.** ``submit`` creates tasks with ``wait_for_completion=False`` (it returns the
   taskId at once); ``wait`` is a deferrable ``LiangxinTaskSensor`` mapped over those taskIds, and ``save`` stores
   each finished image with ``store_results`` from ``airflow_provider_liangxin.results``. Use this shape when
   something else should happen between submitting and waiting, or when the task is created elsewhere.
 * **Readable mapped tasks.** Each mapped instance is labelled (``map_index_template``) with its model and the
   start of its prompt, cut at a word boundary, or with its LiangXin taskId, instead of a bare index.
-* ``write_manifest`` collects every result into ``<output dir>/manifests/<dag_id>__<run_id>.json``.
+* ``write_manifest`` collects every result (of all three variants) into
+  ``<output dir>/manifests/<dag_id>__<run_id>.json``.
 
 Before you run it
 -----------------
@@ -30,7 +35,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from airflow_provider_liangxin.operators.liangxin import LiangxinCreateTaskOperator
+from airflow_provider_liangxin.operators.liangxin import LiangxinBatchCreateTaskOperator, LiangxinCreateTaskOperator
 from airflow_provider_liangxin.sensors.liangxin import LiangxinTaskSensor
 
 OUTPUT_DIR = os.environ.get("LIANGXIN_OUTPUT_DIR", "/tmp/liangxin-output")
@@ -86,6 +91,7 @@ def liangxin_content_batch():
             for prompt in params["prompts"]
         ]
 
+    plan = plan_generations()
     generate = LiangxinCreateTaskOperator.partial(
         task_id="generate",
         deferrable=True,
@@ -93,7 +99,19 @@ def liangxin_content_batch():
         timeout=30 * 60,
         output_path=OUTPUT_DIR,
         map_index_template=GENERATE_LABEL,
-    ).expand_kwargs(plan_generations())
+    ).expand_kwargs(plan)
+
+    # ---- Variant 1b: the same requests in ONE task instance (items are {"model", "input"} dicts).
+    generate_batch = LiangxinBatchCreateTaskOperator(
+        task_id="generate_batch",
+        inputs=plan,  # an upstream task's list; validated (all items) before anything is paid for
+        max_in_flight=100,
+        deferrable=True,
+        poll_interval=POLL_INTERVAL,
+        timeout=60 * 60,
+        output_path=OUTPUT_DIR,
+        max_failed=0,  # any failed item fails the task; a retry re-creates only the failed ones
+    )
 
     # ---- Variant 2: create without waiting, then wait with a deferrable sensor mapped over the taskIds.
     @task
@@ -141,11 +159,19 @@ def liangxin_content_batch():
 
     saved = save.expand(result=wait.output)
 
-    # ---- Both variants end in one manifest.
+    # ---- Every variant ends in one manifest.
     @task
-    def write_manifest(generated: list[dict[str, Any]], waited: list[dict[str, Any]], dag_run=None) -> str:
+    def write_manifest(
+        generated: list[dict[str, Any]],
+        batched: list[dict[str, Any]],
+        waited: list[dict[str, Any]],
+        requests: list[dict[str, Any]],
+        dag_run=None,
+    ) -> str:
+        # The batch's results are in input order and name their item's index: the prompt is the request's.
+        batched = [{**r, "param": requests[r["index"]]} for r in batched]
         images = []
-        for variant, results in (("operator", generated), ("sensor", waited)):
+        for variant, results in (("operator", generated), ("batch", batched), ("sensor", waited)):
             for result in results:
                 for stored in result.get("stored") or []:
                     images.append(
@@ -167,7 +193,7 @@ def liangxin_content_batch():
         print(f"Manifest of {len(images)} images written to {manifest}")
         return str(manifest)
 
-    write_manifest(generate.output, saved)
+    write_manifest(generate.output, generate_batch.output, saved, plan)
 
 
 liangxin_content_batch()

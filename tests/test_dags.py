@@ -16,6 +16,7 @@ EXPECTED_TASKS = {
     "liangxin_content_batch": {
         "plan_generations",
         "generate",
+        "generate_batch",
         "plan_submissions",
         "submit",
         "wait",
@@ -144,7 +145,19 @@ def test_content_batch(guarded_dagbag, tmp_path):
     assert wait.operator_class.__name__ == "LiangxinTaskSensor"
     assert wait.partial_kwargs["deferrable"] is True
     assert wait.upstream_task_ids == {"submit"}
-    assert dag.get_task("write_manifest").upstream_task_ids == {"generate", "save"}
+    # The batch variant: the same planned requests in one task instance.
+    batch = dag.get_task("generate_batch")
+    assert batch.__class__.__name__ == "LiangxinBatchCreateTaskOperator"
+    assert not isinstance(batch, MappedOperator)
+    assert batch.upstream_task_ids == {"plan_generations"} == generate.upstream_task_ids
+    assert batch.deferrable is True
+    assert batch.output_path == str(tmp_path / "out")
+    assert dag.get_task("write_manifest").upstream_task_ids == {
+        "generate",
+        "generate_batch",
+        "save",
+        "plan_generations",
+    }
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_TASKS))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_liangxin.operators.liangxin import LiangxinCreateTaskOperator
+from airflow_provider_liangxin.operators.liangxin import LiangxinBatchCreateTaskOperator, LiangxinCreateTaskOperator
 from airflow_provider_liangxin.sensors.liangxin import LiangxinTaskSensor
-from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
+from airflow_provider_liangxin.triggers.liangxin import LiangxinBatchTrigger, LiangxinTaskTrigger
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "operators.md"
 
@@ -35,6 +35,8 @@ def parameters(cls: type) -> list[str]:
         ("LiangxinCreateTaskOperator", LiangxinCreateTaskOperator),
         ("LiangxinTaskSensor", LiangxinTaskSensor),
         ("LiangxinTaskTrigger", LiangxinTaskTrigger),
+        ("LiangxinBatchCreateTaskOperator", LiangxinBatchCreateTaskOperator),
+        ("LiangxinBatchTrigger", LiangxinBatchTrigger),
     ],
 )
 def test_parameter_table_matches_the_signature(section, cls):
@@ -49,6 +51,8 @@ def test_parameter_table_matches_the_signature(section, cls):
         ("LiangxinCreateTaskOperator", LiangxinCreateTaskOperator),
         ("LiangxinTaskSensor", LiangxinTaskSensor),
         ("LiangxinTaskTrigger", LiangxinTaskTrigger),
+        ("LiangxinBatchCreateTaskOperator", LiangxinBatchCreateTaskOperator),
+        ("LiangxinBatchTrigger", LiangxinBatchTrigger),
     ],
 )
 def test_documented_literal_defaults_match(section, cls):

@@ -11,7 +11,9 @@ returns its result if it succeeded) and only creates a new one if it failed or i
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import heapq
 import json
 import math
 import time
@@ -724,13 +726,622 @@ def _number_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+# ================================================================================================ the batch
+
+#: createTask requests in flight at once while a wave is created (max_in_flight bounds the LiangXin tasks).
+CREATE_CONCURRENCY = 16
+#: recordInfo requests at once when the worker polls a batch itself (deferrable=False).
+SYNC_POLL_CONCURRENCY = 16
+#: Result downloads at once when a batch stores its files (each local file and sidecar is fsync-ed: the threads
+#: overlap those waits; measured: 1,000 results took 37 s with 4 threads on a loaded 2-core machine).
+STORE_CONCURRENCY = 16
+#: XCom key of the per-item results when the task fails (``return_value`` holds them when it succeeds).
+XCOM_BATCH_RESULTS = "liangxin_batch_results"
+#: Seconds between progress lines while the worker polls a batch itself.
+PROGRESS_EVERY = 15.0
+#: Rows of the failure table in the summary log.
+SUMMARY_MAX_FAILURES = 50
+
+
+class LiangxinBatchCreateTaskOperator(BaseOperator):
+    """Generate many images (or videos) in one task instance: paced creation, one trigger for all, no duplicate.
+
+    Each item of ``inputs`` becomes one LiangXin task. At most ``max_in_flight`` of them run at a time; a 429
+    slows creation down (Retry-After honoured, concurrency halved, then grown back) instead of failing an item.
+    While tasks run, the operator defers to one :class:`~airflow_provider_liangxin.triggers.liangxin.
+    LiangxinBatchTrigger` that polls all of them on the triggerer's shared session and resumes the worker only
+    when there is work: the next wave to create (half of ``max_in_flight`` free), or the end.
+
+    Every taskId is written to Airflow 3.3's ``task_state_store`` right after createTask answers (in chunks of
+    50 items), so a resumed deferral, an Airflow retry or a worker killed with ``kill -9`` continue the tasks
+    already created: a succeeded item is never paid twice, a running one is waited for. Item-retry policy: within
+    one try an item is created at most once; an item that failed (LiangXin ``fail``, or createTask refused) is
+    created again only by the next Airflow try. See docs/batch.md.
+
+    :param inputs: The items: input dicts (sent with ``model``) or ``{"model": ..., "input": {...}}`` dicts, e.g.
+        the output of an upstream task. (templated) Every item is validated before anything is sent; all problems
+        of all items are listed at once.
+    :param model: The default model of the items. (templated)
+    :param max_in_flight: LiangXin tasks created and not yet finished, at most.
+    :param deferrable: Wait in the triggerer (one trigger for the whole batch) instead of polling on the worker.
+    :param poll_interval: Seconds between status polls of the in-flight tasks.
+    :param output_path: Store every result there (as the single-task operator does: files + JSON sidecars);
+        each item then lists its ``stored`` files. (templated)
+    :param max_failed: The task fails when more items than this fail (default 0: any failure fails the task, and
+        an Airflow retry re-creates only the failed items). Its per-item results are then in the
+        ``liangxin_batch_results`` XCom.
+    :param timeout: Seconds the batch may take per Airflow try (creation and waiting); tasks still running then
+        are reported as failed with ``fail_code="timeout"`` and polled again (not re-created) by a retry.
+    :param liangxin_conn_id: Airflow connection of type ``liangxin``. (templated)
+    :param retry: Hook retry settings for polls and downloads (createTask pacing is the batch's own).
+    :param request_timeout: Whole-request HTTP timeout in seconds (overrides the connection's ``timeout``).
+    :param max_error_duration: Seconds transient API errors may last in a row (every poll of a round failing, or
+        createTask unreachable) before the try fails; a retry resumes.
+    :param download_timeout: Per-step timeout of a result download.
+    :param max_download_bytes: Size cap per result file.
+    :param allow_private_result_hosts: As for :class:`LiangxinCreateTaskOperator`.
+    :param output_asset: Declare ``output_path`` (literal) as an Asset outlet; the event's extra lists the files.
+    :param strict: Reject models this provider does not know.
+    :param validate: Check each input against its model's schema before sending anything.
+
+    ``return_value``: one dict per item, in input order: ``index``, ``model``, ``task_id``, ``state``
+    (``success``/``fail``), ``result_urls``, ``fail_code``, ``fail_msg``, ``creations`` (LiangXin tasks created
+    for it over all tries) and, with ``output_path``, ``stored``.
+    """
+
+    template_fields: Sequence[str] = ("inputs", "model", "liangxin_conn_id", "output_path")
+    template_fields_renderers = {"inputs": "json"}
+    ui_color = "#e9d8ff"
+
+    def __init__(
+        self,
+        *,
+        inputs: Any,
+        model: str | None = None,
+        max_in_flight: int = 100,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 10.0,
+        output_path: str | None = None,
+        max_failed: int = 0,
+        timeout: float | None = 4 * 3600.0,
+        liangxin_conn_id: str = LiangxinHook.default_conn_name,
+        retry: Mapping[str, Any] | None = None,
+        request_timeout: float | None = None,
+        max_error_duration: float = DEFAULT_MAX_ERROR_DURATION,
+        download_timeout: float = 60.0,
+        max_download_bytes: int = 200 * 1024 * 1024,
+        allow_private_result_hosts: bool | None = None,
+        output_asset: bool = False,
+        strict: bool = False,
+        validate: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.output_asset_ref = _output_asset(output_path) if output_asset else None
+        if self.output_asset_ref is not None:
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), self.output_asset_ref]
+        super().__init__(**kwargs)
+        owner = self.task_id
+        self.inputs = inputs
+        self.model = model
+        self.max_in_flight = check_number("max_in_flight", max_in_flight, owner=owner, integer=True)
+        if isinstance(max_failed, bool) or not isinstance(max_failed, int) or max_failed < 0:
+            raise ValueError(f"{owner}: max_failed must be an integer >= 0, got {max_failed!r}")
+        self.max_failed = max_failed
+        self.deferrable = deferrable
+        self.poll_interval = check_number("poll_interval", poll_interval, owner=owner)
+        self.output_path = output_path
+        self.timeout = check_number("timeout", timeout, owner=owner, optional=True)
+        self.liangxin_conn_id = liangxin_conn_id
+        self.retry = normalize_retry(retry, owner=owner)
+        self.request_timeout = check_number("request_timeout", request_timeout, owner=owner, optional=True)
+        self.max_error_duration = check_number("max_error_duration", max_error_duration, owner=owner, zero=True)
+        self.download_timeout = check_number("download_timeout", download_timeout, owner=owner)
+        self.max_download_bytes = check_number("max_download_bytes", max_download_bytes, owner=owner, integer=True)
+        if allow_private_result_hosts is not None and not isinstance(allow_private_result_hosts, bool):
+            raise ValueError(
+                f"{owner}: allow_private_result_hosts must be True, False or None, got {allow_private_result_hosts!r}"
+            )
+        self.allow_private_result_hosts = allow_private_result_hosts
+        self.strict = strict
+        self.validate = validate
+        # Literal items are checked where the DAG is parsed (every problem at once); templated ones and XComArgs
+        # (not a list here) at execute, before any request.
+        from_mapped = getattr(self, "_BaseOperator__from_mapped", False)
+        if (
+            isinstance(inputs, list | tuple)
+            and not from_mapped
+            and not _has_template(inputs)
+            and not _has_template(model)
+        ):
+            self._items()
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    @cached_property
+    def hook(self) -> LiangxinHook:
+        return LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
+
+    def _items(self) -> list[Any]:
+        from airflow_provider_liangxin.batch import normalize_items
+
+        try:
+            items, warnings = normalize_items(self.inputs, self.model, validate=self.validate, strict=self.strict)
+        except ValueError as exc:
+            raise ValueError(f"{self.task_id}: {exc}") from None
+        self._warnings = warnings
+        return items
+
+    def _prepare(self, context: Context) -> Any:
+        """Validated items and their state as persisted by earlier steps of this task instance."""
+        from airflow_provider_liangxin.batch import BatchState
+
+        try:
+            items = self._items()
+            if self.output_path:
+                from airflow_provider_liangxin.results import check_output_path
+
+                check_output_path(self.output_path)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from exc  # a retry renders the same items: fail once
+        try_number = getattr(context.get("ti"), "try_number", None) or 1
+        return BatchState(items, int(try_number))
+
+    def _load(self, context: Context, state: Any, carry: Mapping[str, Any] | None) -> None:
+        store = context.get("task_state_store")
+        if store is not None:
+            chunks = {chunk: store.get(state.chunk_key(chunk)) for chunk in state.chunks()}
+        else:
+            chunks = {int(k): v for k, v in (carry or {}).items()}
+        for note in state.restore({k: v for k, v in chunks.items() if v}):
+            self.log.warning("%s", note)
+
+    def _save(self, context: Context, state: Any) -> None:
+        """Write the chunks that changed: right after each createTask answer (grouped when several came back
+        together), and after each step; the one memory a retry or a killed worker has."""
+        dirty = state.take_dirty()
+        store = context.get("task_state_store")
+        if store is None:
+            return
+        for chunk in dirty:
+            store.set(state.chunk_key(chunk), state.dump_chunk(chunk))
+
+    def _carry(self, context: Context, state: Any) -> dict[str, Any] | None:
+        """Without a task_state_store (Airflow < 3.3) the state rides along the deferral (next_kwargs)."""
+        if context.get("task_state_store") is not None:
+            return None
+        return {str(chunk): state.dump_chunk(chunk) for chunk in state.chunks()}
+
+    # ------------------------------------------------------------------------------------------ execute
+
+    def execute(self, context: Context) -> Any:
+        state = self._prepare(context)
+        for warning in self._warnings:
+            self.log.warning("%s", warning)
+        if not state.items:
+            self.log.info("No inputs: nothing to generate")
+            return []
+        if context.get("task_state_store") is None:
+            self.log.info("No task_state_store (Airflow < 3.3): a retry of this batch creates its tasks again")
+        self._load(context, state, None)
+        for note in state.start_try():
+            self.log.warning("%s", note)
+        resumed = state.counts()
+        if resumed["running"] or resumed["success"]:
+            self.log.info(
+                "Resuming a batch of %d items from earlier attempts: %d running, %d succeeded (not created again)",
+                resumed["items"],
+                resumed["running"],
+                resumed["success"],
+            )
+        self._save(context, state)
+        deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
+        return self._run(context, state, deadlines)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        execution_deadline: float | None = None,
+        carry: dict[str, Any] | None = None,
+    ) -> Any:
+        """Resume after the batch trigger fired: record what ended, then create the next wave or finish."""
+        state = self._prepare(context)
+        self._load(context, state, carry)
+        hook = self.hook
+        try:
+            event = without_secret(event, self._register_key(hook))
+        finally:
+            hook.close()
+        if not isinstance(event, Mapping) or event.get("status") not in ("success", "timeout", "error"):
+            raise AirflowException(f"LiangXin batch trigger returned no usable event: {event!r}")
+        for key, record in (event.get("done") or {}).items():
+            state.finished(int(key), record)
+        for key, lost in (event.get("lost") or {}).items():
+            entry = state.entries.get(int(key))
+            if entry is not None and entry.task_id and isinstance(lost, Mapping):
+                message = f"LiangXin task {entry.task_id} cannot be followed: {lost.get('message')}"
+                state.lost(int(key), entry.task_id, message, final=bool(lost.get("final")))
+        self._save(context, state)
+        deadlines = Deadlines(deadline, execution_deadline)
+        if event["status"] == "timeout":
+            self.log.warning("The batch's wait ended: %s", event.get("message"))
+            state.timed_out(list(state.in_flight()))
+        elif event["status"] == "error":
+            raise wait_error(f"batch of {len(state.items)}", str(event.get("message")))
+        return self._run(context, state, deadlines)
+
+    def _register_key(self, hook: LiangxinHook) -> str | None:
+        try:
+            return hook.settings.api_key
+        except Exception as exc:
+            self.log.warning("Connection %r could not be resolved: %s", self.liangxin_conn_id, exc)
+            return None
+
+    def _run(self, context: Context, state: Any, deadlines: Deadlines) -> Any:
+        """Create waves and wait (deferred, or polling here) until every item ended or a deadline passed."""
+        hook = self.hook
+        last_progress = 0.0
+        try:
+            while True:
+                reason = deadlines.passed(time.time())
+                if reason:
+                    self.log.warning("The batch's wait ended: %s", reason)
+                    state.timed_out(list(state.in_flight()))
+                    return self._finish(context, state, hook)
+                self._create_wave(context, state, deadlines)
+                self._store_new(context, state, hook)
+                if time.monotonic() - last_progress >= PROGRESS_EVERY or self.deferrable:
+                    last_progress = time.monotonic()
+                    self._log_progress(state)
+                in_flight = state.in_flight()
+                if not in_flight:
+                    return self._finish(context, state, hook)
+                if self.deferrable:
+                    self._defer(context, state, in_flight, deadlines)
+                time.sleep(deadlines.sleep_for(time.time(), self.poll_interval))
+                self._poll_round(context, state, hook, deadlines)
+        finally:
+            hook.close()
+
+    # ------------------------------------------------------------------------------------------ creating
+
+    def _create_wave(self, context: Context, state: Any, deadlines: Deadlines) -> None:
+        """Fill the free slots with new LiangXin tasks, paced like TCP: a 429 halves the number of createTask
+        requests in flight (then it grows back by one per success) and puts the item back, to be sent again once
+        its Retry-After (else a backoff) has passed; a 429 while only one request was allowed pauses all creation
+        for that long (LiangXin is saturated). A connect error (nothing reached LiangXin) pauses all creation
+        with a backoff. Neither fails the item. Any other answer is final for the item in this try: a createTask
+        that may have reached LiangXin is never sent again (it could pay twice)."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        from airflow_provider_liangxin._api import (
+            LiangxinAuthError,
+            LiangxinConfigError,
+            LiangxinConnectError,
+            LiangxinError,
+            LiangxinForbiddenError,
+            LiangxinRateLimitError,
+            RetryPolicy,
+        )
+
+        slots = self.max_in_flight - len(state.in_flight())
+        todo = collections.deque(state.pending()[: max(0, slots)])
+        if not todo:
+            return
+        # One attempt per request: the pacing below is the batch's retry (a hook retry would sleep per thread).
+        creator = LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry={"max_attempts": 1})
+        policy = RetryPolicy.from_kwargs(self.retry)
+        window = min(CREATE_CONCURRENCY, len(todo))
+        pause_until = 0.0
+        delayed: list[tuple[float, int]] = []  # (monotonic time it may be sent again, item index), a heap
+        streak = throttled = 0
+        budget = ErrorBudget(self.max_error_duration)
+        fatal: BaseException | None = None
+        futures: dict[Any, int] = {}
+        self.log.info(
+            "Creating %d LiangXin tasks (%d in flight, max_in_flight=%d)",
+            len(todo),
+            len(state.in_flight()),
+            self.max_in_flight,
+        )
+        try:
+            with ThreadPoolExecutor(max_workers=CREATE_CONCURRENCY, thread_name_prefix="liangxin-create") as pool:
+                while todo or futures or delayed:
+                    now = time.monotonic()
+                    while delayed and delayed[0][0] <= now:
+                        todo.appendleft(heapq.heappop(delayed)[1])
+                    if fatal is None and deadlines.passed(time.time()):
+                        self.log.warning(
+                            "Deadline passed while creating: %d items not created", len(todo) + len(delayed)
+                        )
+                        todo.clear()
+                        delayed.clear()
+                    while todo and len(futures) < window and now >= pause_until:
+                        index = todo.popleft()
+                        item = state.items[index]
+                        future = pool.submit(creator.create_task, item.model, item.input, log_created=False)
+                        futures[future] = index
+                    wake = [t for t in ((pause_until if todo else 0.0), delayed[0][0] if delayed else 0.0) if t > now]
+                    if not futures:
+                        time.sleep(max(0.005, min(wake) - now) if wake else 0.005)
+                        continue
+                    done, _ = wait(futures, timeout=min(wake) - now if wake else None, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index = futures.pop(future)
+                        try:
+                            task_id = future.result()
+                        except LiangxinRateLimitError as exc:
+                            # Surely not created: sent again after its Retry-After, with fewer requests at once.
+                            streak += 1
+                            throttled += 1
+                            hint = exc.retry_after
+                            delay = hint if isinstance(hint, int | float) else policy.backoff(streak)
+                            heapq.heappush(delayed, (time.monotonic() + delay, index))
+                            if window == 1:
+                                pause_until = max(pause_until, time.monotonic() + delay)
+                            window = max(1, window // 2)
+                            if streak == 1 or streak % 20 == 0:
+                                self.log.warning(
+                                    "createTask: %s; creating slower (%d at a time, item retried in %.1f s)",
+                                    exc,
+                                    window,
+                                    delay,
+                                )
+                        except LiangxinConnectError as exc:
+                            streak += 1
+                            throttled += 1
+                            todo.appendleft(index)
+                            window = max(1, window // 2)
+                            delay = policy.backoff(streak)
+                            pause_until = max(pause_until, time.monotonic() + delay)
+                            if budget.failed(time.time()):
+                                fatal = wait_error("createTask", f"{budget.describe(time.time())}; last error: {exc}")
+                                todo.clear()
+                                delayed.clear()
+                            elif streak == 1 or streak % 20 == 0:
+                                self.log.warning("createTask: %s; pausing creation for %.1f s", exc, delay)
+                        except (LiangxinAuthError, LiangxinForbiddenError, LiangxinConfigError) as exc:
+                            # Every other item would get the same answer: stop, keep what was created.
+                            fatal = fatal or exc
+                            todo.clear()
+                            delayed.clear()
+                        except LiangxinError as exc:
+                            code = str(exc.status_code or exc.api_code or "error")
+                            state.create_failed(index, code, f"createTask: {exc}")
+                            self.log.warning("item %d: createTask failed: %s", index, exc)
+                        except Exception as exc:
+                            state.create_failed(index, "error", f"createTask: {type(exc).__name__}: {exc}")
+                            self.log.warning("item %d: createTask failed: %s", index, exc)
+                        else:
+                            state.created(index, task_id)
+                            streak = 0
+                            budget.succeeded()
+                            window = min(CREATE_CONCURRENCY, window + 1)
+                    self._save(context, state)  # every taskId persisted as soon as it exists
+        finally:
+            creator.close()
+            self._save(context, state)
+        if throttled:
+            self.log.info("createTask was throttled %d times (429 or unreachable) in this wave", throttled)
+        if fatal is not None:
+            raise fatal
+
+    def _defer(self, context: Context, state: Any, in_flight: Mapping[int, str], deadlines: Deadlines) -> None:
+        from airflow_provider_liangxin.triggers.liangxin import LiangxinBatchTrigger
+
+        pending = len(state.pending())
+        # Wake up when half the slots are free (or enough for what is left), not once per item.
+        resume_after = len(in_flight) if not pending else min(pending, max(1, math.ceil(self.max_in_flight / 2)))
+        self.log.info(
+            "Deferring: one trigger watches %d LiangXin tasks (poll every %g s); the worker resumes after %d end",
+            len(in_flight),
+            self.poll_interval,
+            resume_after,
+        )
+        self.defer(
+            trigger=LiangxinBatchTrigger(
+                task_ids={str(index): task_id for index, task_id in in_flight.items()},
+                liangxin_conn_id=self.liangxin_conn_id,
+                poll_interval=self.poll_interval,
+                resume_after=resume_after,
+                deadline=deadlines.wait,
+                execution_deadline=deadlines.execution,
+                request_timeout=self.request_timeout,
+                retry=self.retry,
+                max_error_duration=self.max_error_duration,
+            ),
+            method_name="execute_complete",
+            kwargs={
+                "deadline": deadlines.wait,
+                "execution_deadline": deadlines.execution,
+                "carry": self._carry(context, state),
+            },
+            timeout=deadlines.backstop(self.poll_interval),
+        )
+
+    # ------------------------------------------------------------------------------------------ waiting
+
+    def _poll_round(self, context: Context, state: Any, hook: LiangxinHook, deadlines: Deadlines) -> None:
+        """deferrable=False: one recordInfo per in-flight task (threads), applied like a trigger event."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from airflow_provider_liangxin._api import LiangxinError
+        from airflow_provider_liangxin.batch import compact_record
+
+        in_flight = state.in_flight()
+        budget = getattr(self, "_poll_budget", None) or ErrorBudget(self.max_error_duration)
+        self._poll_budget = budget
+
+        def poll(task_id: str) -> Any:
+            try:
+                return hook.get_task(task_id, deadline=deadlines.earliest)
+            except Exception as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=SYNC_POLL_CONCURRENCY, thread_name_prefix="liangxin-poll") as pool:
+            answers = list(zip(in_flight.items(), pool.map(poll, in_flight.values()), strict=True))
+        transient = None
+        answered = 0
+        for (index, task_id), answer in answers:
+            if isinstance(answer, TRANSIENT_ERRORS):
+                transient = answer
+            elif isinstance(answer, LiangxinError):
+                final = isinstance(answer, LiangxinTaskNotFoundError)
+                state.lost(index, task_id, f"LiangXin task {task_id} cannot be followed: {answer}", final=final)
+            elif isinstance(answer, Exception):
+                raise answer
+            else:
+                answered += 1
+                if answer.state.is_terminal:
+                    state.finished(index, compact_record(answer.to_dict()))
+        if transient is not None and not answered:
+            now = time.time()
+            if budget.failed(now):
+                raise wait_error(f"batch of {len(state.items)}", f"{budget.describe(now)}; last error: {transient}")
+            self.log.warning("LiangXin batch polls failed (%s): %s", budget.describe(now), transient)
+        else:
+            budget.succeeded()
+        self._save(context, state)
+
+    # ------------------------------------------------------------------------------------------ results
+
+    def _store_new(self, context: Context, state: Any, hook: LiangxinHook) -> None:
+        """Download the results of items that succeeded since the last step (before their URLs expire)."""
+        if not self.output_path:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        from airflow_provider_liangxin.results import store_results
+
+        todo = [i for i, e in sorted(state.entries.items()) if e.state == "success" and e.stored is None]
+        if not todo:
+            return
+        settings = hook.settings
+        allow_private = self.allow_private_result_hosts
+        errors: dict[int, str] = getattr(self, "_store_errors", {})
+        self._store_errors = errors
+
+        def store(index: int) -> list[dict[str, Any]]:
+            entry = state.entries[index]
+            item = state.items[index]
+            record = {
+                "task_id": entry.task_id,
+                "model": item.model,
+                "state": "success",
+                "param": {"model": item.model, "input": item.input},
+                "result_urls": entry.result_urls,
+            }
+            return store_results(
+                record,
+                self.output_path,  # type: ignore[arg-type]
+                verify_ssl=settings.verify_ssl,
+                timeout=self.download_timeout,
+                max_bytes=self.max_download_bytes,
+                retry=self.retry,
+                allow_private_hosts=settings.allow_private_result_hosts if allow_private is None else allow_private,
+                trusted_base_url=settings.base_url,
+            )
+
+        def attempt(index: int) -> tuple[int, Any]:
+            try:
+                return index, store(index)
+            except Exception as exc:
+                return index, exc
+
+        with ThreadPoolExecutor(max_workers=STORE_CONCURRENCY, thread_name_prefix="liangxin-store") as pool:
+            for index, outcome in pool.map(attempt, todo):
+                if isinstance(outcome, Exception):
+                    errors[index] = f"{type(outcome).__name__}: {outcome}"
+                    self.log.warning("item %d: storing results failed: %s", index, outcome)
+                else:
+                    errors.pop(index, None)
+                    state.set_stored(index, outcome)
+        self.log.info("Stored the results of %d items at %s", len(todo) - len(errors), self.output_path)
+        self._save(context, state)
+
+    def _log_progress(self, state: Any) -> None:
+        c = state.counts()
+        self.log.info(
+            "LiangXin batch: %d items: %d created and running, %d pending, %d succeeded, %d failed",
+            c["items"],
+            c["running"],
+            c["pending"],
+            c["success"],
+            c["fail"],
+        )
+
+    def _finish(self, context: Context, state: Any, hook: LiangxinHook) -> list[dict[str, Any]]:
+        self._store_new(context, state, hook)
+        self._save(context, state)
+        results = state.results(with_stored=bool(self.output_path))
+        self._log_summary(results)
+        failed = [r for r in results if r["state"] != "success"]
+        store_errors: dict[int, str] = getattr(self, "_store_errors", {})
+        if self.output_asset_ref is not None:
+            context["outlet_events"][self.output_asset_ref].extra = {
+                "liangxin_task_ids": [r["task_id"] for r in results if r["state"] == "success"],
+                "files": [s["path"] for r in results for s in r.get("stored") or []],
+            }
+        if len(failed) > self.max_failed or store_errors:
+            context["ti"].xcom_push(key=XCOM_BATCH_RESULTS, value=results)
+            reasons = "; ".join(f"item {r['index']}: {r['fail_code']}: {r['fail_msg']}"[:200] for r in failed[:5])
+            if store_errors:
+                stored = "; ".join(f"item {i}: {m}"[:200] for i, m in sorted(store_errors.items())[:5])
+                raise AirflowException(
+                    f"Results of {len(store_errors)} succeeded items could not be stored ({stored}); "
+                    "a retry downloads them again without creating new LiangXin tasks"
+                )
+            raise AirflowException(
+                f"{len(failed)} of {len(results)} items failed (max_failed={self.max_failed}): {reasons}"
+                f"{' ...' if len(failed) > 5 else ''}. Per-item results are in the {XCOM_BATCH_RESULTS!r} XCom; "
+                "a retry re-creates only the failed items"
+            )
+        return results
+
+    def _log_summary(self, results: list[dict[str, Any]]) -> None:
+        by_model: dict[str, list[int]] = {}
+        for r in results:
+            row = by_model.setdefault(r["model"], [0, 0, 0, 0])
+            row[0] += 1
+            row[1 if r["state"] == "success" else 2] += 1
+            row[3] += len(r.get("stored") or [])
+        width = max([5, *(len(m) for m in by_model)])
+        lines = [
+            f"{'model':<{width}} | items | success | fail | files",
+            f"{'-' * width}-+-------+---------+------+------",
+        ]
+        for model, (n, ok, bad, files) in sorted(by_model.items()):
+            lines.append(f"{model:<{width}} | {n:>5} | {ok:>7} | {bad:>4} | {files:>5}")
+        failed = [r for r in results if r["state"] != "success"]
+        if failed:
+            lines.append("")
+            lines.append("index | LiangXin task | fail_code | fail_msg")
+            for r in failed[:SUMMARY_MAX_FAILURES]:
+                lines.append(
+                    f"{r['index']:>5} | {r['task_id'] or '-'} | {r['fail_code'] or '-'} | {r['fail_msg'][:100]}"
+                )
+            if len(failed) > SUMMARY_MAX_FAILURES:
+                lines.append(f"... and {len(failed) - SUMMARY_MAX_FAILURES} more (see the return value)")
+        ok = len(results) - len(failed)
+        self.log.info("LiangXin batch done: %d of %d items succeeded\n%s", ok, len(results), "\n".join(lines))
+
+    def on_kill(self) -> None:
+        self.log.warning(
+            "The LiangXin API has no cancel endpoint: tasks of this batch still running may finish (and be "
+            "billed); a retry resumes them instead of creating new ones."
+        )
+
+
 #: The name the design documents use.
 CreateTaskOperator = LiangxinCreateTaskOperator
 
 __all__ = [
+    "XCOM_BATCH_RESULTS",
     "XCOM_RESULT_URL",
     "XCOM_TASK_ID",
     "CreateTaskOperator",
+    "LiangxinBatchCreateTaskOperator",
     "LiangxinCreateTaskOperator",
     "LiangxinResultLink",
     "check_callback_url",

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_liangxin._api import LiangxinError
+from airflow_provider_liangxin._api import LiangxinError, LiangxinTaskNotFoundError
 from airflow_provider_liangxin.callbacks import is_token_hash
 from airflow_provider_liangxin.events import (
     DEFAULT_MAX_ERROR_DURATION,
@@ -213,4 +213,168 @@ def _without_key(value: Any, hook: LiangxinHook) -> Any:
     return without_secret(value, key)
 
 
-__all__ = ["LiangxinTaskTrigger"]
+#: Concurrent recordInfo requests of one batch trigger (the shared session's pool holds 100 connections in all).
+BATCH_POLL_CONCURRENCY = 50
+#: Seconds between progress lines of a batch trigger.
+BATCH_LOG_EVERY = 15.0
+
+
+class LiangxinBatchTrigger(BaseTrigger):
+    """Watch many LiangXin tasks of one batch at once, and wake the worker only when it has work to do.
+
+    One trigger per batch, not per item: every in-flight task is polled each ``poll_interval`` through the hook's
+    shared aiohttp session (at most :data:`BATCH_POLL_CONCURRENCY` requests at a time). The event fires when
+    ``resume_after`` tasks have ended (the worker can create the next wave), when all have ended, or when a
+    deadline passes. It carries every finished task's compact record (no ``param`` echo: the worker has the
+    input), so the worker makes no recordInfo call of its own.
+
+    Event: ``{"status": "success" | "timeout" | "error", "message": str, "done": {index: record},
+    "lost": {index: {"message", "final"}}}``; ``lost`` are tasks that cannot be followed (``final``: LiangXin
+    answered 404; else a 401 or a malformed answer, and the task may still be running).
+
+    :param task_ids: ``{str(index): taskId}`` of the tasks in flight (JSON-native; the key never enters kwargs).
+    :param resume_after: How many finished tasks make it worth resuming the worker.
+    """
+
+    def __init__(
+        self,
+        task_ids: Mapping[str, str],
+        liangxin_conn_id: str = LiangxinHook.default_conn_name,
+        poll_interval: float = 10.0,
+        resume_after: int | None = None,
+        deadline: float | None = None,
+        execution_deadline: float | None = None,
+        request_timeout: float | None = None,
+        retry: Mapping[str, Any] | None = None,
+        max_error_duration: float = DEFAULT_MAX_ERROR_DURATION,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.task_ids = {str(k): str(v) for k, v in task_ids.items()}
+        self.liangxin_conn_id = liangxin_conn_id
+        self.poll_interval = check_number("poll_interval", poll_interval, owner=owner)
+        wanted = len(self.task_ids) if resume_after is None else int(resume_after)
+        self.resume_after = max(1, min(wanted, len(self.task_ids) or 1))
+        self.deadline = check_number("deadline", deadline, owner=owner, optional=True)
+        self.execution_deadline = check_number("execution_deadline", execution_deadline, owner=owner, optional=True)
+        self.request_timeout = check_number("request_timeout", request_timeout, owner=owner, optional=True)
+        self.retry = normalize_retry(retry, owner=owner)
+        self.max_error_duration = check_number("max_error_duration", max_error_duration, owner=owner, zero=True)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "task_ids": dict(self.task_ids),
+                "liangxin_conn_id": self.liangxin_conn_id,
+                "poll_interval": self.poll_interval,
+                "resume_after": self.resume_after,
+                "deadline": self.deadline,
+                "execution_deadline": self.execution_deadline,
+                "request_timeout": self.request_timeout,
+                "retry": self.retry,
+                "max_error_duration": self.max_error_duration,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
+        done: dict[str, dict[str, Any]] = {}
+        lost: dict[str, dict[str, Any]] = {}
+        try:
+            status, message = await self._wait(hook, done, lost)
+        except Exception as exc:
+            status, message = "error", f"{type(exc).__name__}: {exc}"
+        event = _without_key({"status": status, "message": message, "done": done, "lost": lost}, hook)
+        self.log.info(
+            "LiangxinBatchTrigger: %d of %d tasks ended -> %s (%s)",
+            len(done) + len(lost),
+            len(self.task_ids),
+            status,
+            message,
+        )
+        yield TriggerEvent(event)
+
+    async def _wait(
+        self, hook: LiangxinHook, done: dict[str, dict[str, Any]], lost: dict[str, dict[str, Any]]
+    ) -> tuple[str, str]:
+        from airflow_provider_liangxin.batch import compact_record
+
+        remaining = dict(self.task_ids)
+        budget = ErrorBudget(self.max_error_duration)
+        deadlines = Deadlines(self.deadline, self.execution_deadline)
+        limit = asyncio.Semaphore(BATCH_POLL_CONCURRENCY)
+        last_log = 0.0
+
+        async def poll(index: str, task_id: str) -> tuple[str, Any]:
+            async with limit:
+                try:
+                    async with asyncio.timeout(deadlines.remaining(time.time())):
+                        return index, await hook.aget_task(task_id)
+                except TimeoutError:
+                    return index, None
+                except Exception as exc:
+                    return index, exc
+
+        async with hook:
+            self.log.info(
+                "LiangxinBatchTrigger: watching %d LiangXin tasks (poll every %g s, wake the worker after %d end)",
+                len(remaining),
+                self.poll_interval,
+                self.resume_after,
+            )
+            while True:
+                answers = await asyncio.gather(*(poll(i, t) for i, t in remaining.items()))
+                transient: Exception | None = None
+                answered = 0
+                for index, answer in answers:
+                    if answer is None:
+                        continue
+                    if isinstance(answer, TRANSIENT_ERRORS):
+                        transient = answer
+                        continue
+                    if isinstance(answer, Exception):
+                        lost[index] = {
+                            "message": str(answer) if isinstance(answer, LiangxinError) else repr(answer),
+                            "final": isinstance(answer, LiangxinTaskNotFoundError),
+                        }
+                        remaining.pop(index, None)
+                        continue
+                    answered += 1
+                    if answer.state.is_terminal:
+                        done[index] = compact_record(answer.to_dict())
+                        remaining.pop(index, None)
+                now = time.time()
+                if transient is not None and not answered:
+                    # Every poll of the round failed: the API (or the way to it) is down. Give up after
+                    # max_error_duration; the tasks keep running and the worker's next try resumes them.
+                    if budget.failed(now):
+                        return "error", f"{budget.describe(now)}; last error: {transient}"
+                    self.log.warning("LiangXin batch polls failed (%s): %s", budget.describe(now), transient)
+                else:
+                    budget.succeeded()
+                ended = len(done) + len(lost)
+                if not remaining or ended >= self.resume_after:
+                    return "success", f"{ended} of {len(self.task_ids)} tasks ended"
+                reason = deadlines.passed(now)
+                if reason:
+                    return "timeout", reason
+                if now - last_log >= BATCH_LOG_EVERY:
+                    last_log = now
+                    self.log.info(
+                        "LiangXin batch: %d running, %d ended (%d succeeded)",
+                        len(remaining),
+                        ended,
+                        sum(1 for r in done.values() if r["state"] == "success"),
+                    )
+                await asyncio.sleep(deadlines.sleep_for(now, self.poll_interval))
+
+    async def on_kill(self) -> None:
+        self.log.warning(
+            "The LiangXin API has no cancel endpoint: the %d tasks of this batch may still finish (and be billed) "
+            "on LiangXin.",
+            len(self.task_ids),
+        )
+
+
+__all__ = ["LiangxinBatchTrigger", "LiangxinTaskTrigger"]

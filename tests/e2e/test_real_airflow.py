@@ -65,7 +65,8 @@ def runs(stack) -> dict[str, tuple[str, str]]:
         "retry": (RETRY, env.trigger(RETRY)),
         "single": (SINGLE, env.trigger(SINGLE, {"prompt": SINGLE_PROMPT, "aspect_ratio": "1:1"})),
         "fail": (SINGLE, env.trigger(SINGLE, {"prompt": FAIL_PROMPT})),
-        "batch": (BATCH, env.trigger(BATCH)),  # the DAG's default params: 3 prompts x 2 models + 3 via sensor
+        # the DAG's default params: 3 prompts x 2 models, mapped and as one batch, + 3 via sensor
+        "batch": (BATCH, env.trigger(BATCH)),
     }
 
 
@@ -167,7 +168,22 @@ def test_content_batch_one_create_per_mapped_task(stack, runs):
         assert_deferred_in_triggerer(env, BATCH, run_id, "wait", ti["map_index"])
         expected[sensor_model, submission["prompt"]] += 1
         created.append(task_id)
-    assert len(set(created)) == len(created) == 9
+    # The batch variant: the same 6 requests in one task instance, results in input order, one trigger.
+    batch = env.xcom(BATCH, run_id, "generate_batch")
+    assert [r["index"] for r in batch] == list(range(len(plan)))
+    for result, kwargs in zip(batch, plan, strict=True):
+        assert result["state"] == "success"
+        assert result["model"] == kwargs["model"]
+        assert result["creations"] == 1
+        assert sim.record(result["task_id"])["param"]["input"] == kwargs["input"]
+        assert_png(local_path(result["stored"][0]["path"]))
+        expected[kwargs["model"], kwargs["input"]["prompt"]] += 1
+        created.append(result["task_id"])
+    batch_trigger_log = "\n".join(
+        f.read_text(errors="replace") for f in env.trigger_log_files(BATCH, run_id, "generate_batch")
+    )
+    assert "LiangxinBatchTrigger" in batch_trigger_log
+    assert len(set(created)) == len(created) == 15
 
     # The simulator saw exactly one createTask per mapped task instance: count its tasks by (model, prompt).
     batch_prompts = {prompt for _model, prompt in expected}
@@ -183,7 +199,8 @@ def test_content_batch_one_create_per_mapped_task(stack, runs):
     manifest = json.loads(manifest_path.read_text())
     assert manifest["run_id"] == run_id
     assert sorted(img["liangxin_task_id"] for img in manifest["images"]) == sorted(created)
-    assert Counter(img["variant"] for img in manifest["images"]) == {"operator": 6, "sensor": 3}
+    assert Counter(img["variant"] for img in manifest["images"]) == {"operator": 6, "batch": 6, "sensor": 3}
+    assert {img["prompt"] for img in manifest["images"] if img["variant"] == "batch"} == batch_prompts
     for img in manifest["images"]:
         assert_png(local_path(img["path"]))
 
@@ -258,8 +275,8 @@ def test_simulator_saw_no_failed_creates(stack, runs):
     creates = stats["requests"]["POST /api/v1/jobs/createTask"]
     assert set(creates) == {"200"}, creates
     assert creates["200"] == stats["task_count"] == sum(stats["created_per_model"].values())
-    # single (1) + fail (1) + batch (6 + 3) + retry (1, despite two attempts)
-    assert stats["task_count"] == 12
+    # single (1) + fail (1) + content batch (6 mapped + 6 in one batch task + 3) + retry (1, despite two attempts)
+    assert stats["task_count"] == 18
 
 
 def test_api_key_never_reaches_airflow_logs_or_xcom(stack, runs):
