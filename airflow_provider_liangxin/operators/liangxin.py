@@ -783,6 +783,8 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
     :param output_asset: Declare ``output_path`` (literal) as an Asset outlet; the event's extra lists the files.
     :param strict: Reject models this provider does not know.
     :param validate: Check each input against its model's schema before sending anything.
+    :param openlineage_include_prompt: Put each prompt's text in the OpenLineage ``liangxin`` run facet (off by
+        default: only each prompt's SHA-256 and length; prompts can be confidential).
 
     ``return_value``: one dict per item, in input order: ``index``, ``model``, ``task_id``, ``state``
     (``success``/``fail``), ``result_urls``, ``fail_code``, ``fail_msg``, ``creations`` (LiangXin tasks created
@@ -814,6 +816,7 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
         output_asset: bool = False,
         strict: bool = False,
         validate: bool = True,
+        openlineage_include_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         self.output_asset_ref = _output_asset(output_path) if output_asset else None
@@ -844,6 +847,7 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
         self.allow_private_result_hosts = allow_private_result_hosts
         self.strict = strict
         self.validate = validate
+        self.openlineage_include_prompt = openlineage_include_prompt
         # Literal items are checked where the DAG is parsed (every problem at once); templated ones and XComArgs
         # (not a list here) at execute, before any request.
         from_mapped = getattr(self, "_BaseOperator__from_mapped", False)
@@ -1275,6 +1279,7 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
         self._store_new(context, state, hook)
         self._save(context, state)
         results = state.results(with_stored=bool(self.output_path))
+        self._liangxin_items = results  # for get_openlineage_facets_on_complete/_on_failure
         self._log_summary(results)
         failed = [r for r in results if r["state"] != "success"]
         store_errors: dict[int, str] = getattr(self, "_store_errors", {})
@@ -1325,6 +1330,27 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
                 lines.append(f"... and {len(failed) - SUMMARY_MAX_FAILURES} more (see the return value)")
         ok = len(results) - len(failed)
         self.log.info("LiangXin batch done: %d of %d items succeeded\n%s", ok, len(results), "\n".join(lines))
+
+    # ------------------------------------------------------------------------------------------ lineage
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow_provider_liangxin.lineage import batch_lineage
+
+        return batch_lineage(self.model, self.inputs, include_prompt=self.openlineage_include_prompt)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_provider_liangxin.lineage import batch_lineage
+
+        items = getattr(self, "_liangxin_items", None)
+        if items is None:  # an instance that did not run the task: its XCom return_value
+            items = task_instance.xcom_pull(task_ids=task_instance.task_id, map_indexes=task_instance.map_index)
+        return batch_lineage(self.model, self.inputs, items=items, include_prompt=self.openlineage_include_prompt)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        from airflow_provider_liangxin.lineage import batch_lineage
+
+        items = getattr(self, "_liangxin_items", None) or []
+        return batch_lineage(self.model, self.inputs, items=items, include_prompt=self.openlineage_include_prompt)
 
     def on_kill(self) -> None:
         self.log.warning(

@@ -182,3 +182,68 @@ def test_no_wait_reports_the_created_task(instant):
 def test_prompt_opt_in(sim_conn):
     found = facets(operator(openlineage_include_prompt=True).get_openlineage_facets_on_start())
     assert found[FACET_KEY]["prompt"] == PROMPT
+
+
+# ---------------------------------------------------------------------------------------------- the batch
+
+
+BATCH_PROMPTS = ["lineage batch: a lighthouse at dawn", "lineage batch: a failing one [sim:fail:422:nsfw content]"]
+
+
+def batch_operator(tmp_path: Path, **kwargs):
+    from airflow_provider_liangxin.operators.liangxin import LiangxinBatchCreateTaskOperator
+
+    defaults = {
+        "task_id": "batch",
+        "model": "z-image",
+        "inputs": [{"prompt": p, "aspect_ratio": "1:1"} for p in BATCH_PROMPTS],
+        "poll_interval": 0.05,
+        "deferrable": True,
+        "output_path": str(tmp_path),
+        "max_failed": 1,
+    }
+    return LiangxinBatchCreateTaskOperator(**{**defaults, **kwargs})
+
+
+def test_a_deferred_batch_reports_every_task_and_its_stored_files(instant, tmp_path):
+    from tests.operators.test_batch import run_deferred
+
+    op = batch_operator(tmp_path)
+    results = run_deferred(op, make_context(FakeStateStore(), FakeTI()))
+    assert [r["state"] for r in results] == ["success", "fail"]
+
+    lineage = op.get_openlineage_facets_on_complete(ListenerTI())
+    facet = facets(lineage)[FACET_KEY]
+    assert facet["taskIds"] == [r["task_id"] for r in results]
+    assert (facet["itemCount"], facet["succeededCount"], facet["failedCount"]) == (2, 1, 1)
+    assert [e["state"] for e in facet["items"]] == ["success", "fail"]
+    stored = [s["path"] if isinstance(s, dict) else s for s in results[0]["stored"]]
+    assert len(lineage.outputs) == len(stored) >= 1
+    assert all(out.namespace == "file" for out in lineage.outputs)
+    assert "nsfw content" in facets(lineage)["errorMessage"]["message"]
+    text = text_of(lineage)
+    assert instant.api_key not in text
+    for prompt in BATCH_PROMPTS:
+        assert prompt not in text
+    for url in results[0]["result_urls"]:
+        assert url.split("?")[0] not in text
+
+    # A fresh instance (the listener's copy of the task) reads the same items from XCom.
+    fresh = batch_operator(tmp_path).get_openlineage_facets_on_complete(ListenerTI(xcom=results))
+    assert facets(fresh)[FACET_KEY]["taskIds"] == facet["taskIds"]
+    assert len(fresh.outputs) == len(lineage.outputs)
+
+
+def test_a_batch_failing_on_max_failed_reports_the_items_it_knows(instant, tmp_path):
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    from tests.operators.test_batch import run_deferred
+
+    op = batch_operator(tmp_path, max_failed=0)
+    with pytest.raises(AirflowException, match="1 of 2 items failed"):
+        run_deferred(op, make_context(FakeStateStore(), FakeTI()))
+    lineage = op.get_openlineage_facets_on_failure(ListenerTI())
+    facet = facets(lineage)[FACET_KEY]
+    assert len(facet["taskIds"]) == 2
+    assert facet["failedCount"] == 1
+    assert "nsfw content" in facets(lineage)["errorMessage"]["message"]
