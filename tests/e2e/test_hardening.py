@@ -49,6 +49,7 @@ RUN_TIMEOUT = 150
 LINEAGE_TEMPLATE = "{{ dag.dag_id }}: lineage of a paper crane on a windowsill"
 LINEAGE_PROMPT = "e2e_hardening: lineage of a paper crane on a windowsill"
 LINEAGE_FAIL_PROMPT = "e2e: lineage of a failure [sim:fail]"
+LINEAGE_BATCH_PROMPTS = ["e2e: a batch item, an origami boat", "e2e: a batch item that fails [sim:fail]"]
 FAIL_MSG = "simulated generation failure"
 
 DAG_FILE = textwrap.dedent(
@@ -63,7 +64,7 @@ DAG_FILE = textwrap.dedent(
     from airflow.sdk import dag
 
     from airflow_provider_liangxin.events import Deadlines, make_event
-    from airflow_provider_liangxin.operators.liangxin import LiangxinCreateTaskOperator
+    from airflow_provider_liangxin.operators.liangxin import LiangxinBatchCreateTaskOperator, LiangxinCreateTaskOperator
     from airflow_provider_liangxin.sensors.liangxin import LiangxinTaskSensor
     from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
 
@@ -133,11 +134,15 @@ DAG_FILE = textwrap.dedent(
             output_path=os.environ["LIANGXIN_OUTPUT_DIR"], **lineage,
         )
         DeferAtOnce(task_id="lineage_fail", input={"prompt": %(fail)r}, **lineage)
+        LiangxinBatchCreateTaskOperator(
+            task_id="lineage_batch", model="z-image", inputs=[{"prompt": p} for p in %(batch)r], max_failed=1,
+            output_path=os.environ["LIANGXIN_OUTPUT_DIR"], deferrable=True, poll_interval=1, timeout=120,
+        )
 
 
     e2e_hardening()
     '''
-) % {"image": LINEAGE_TEMPLATE, "fail": LINEAGE_FAIL_PROMPT}
+) % {"image": LINEAGE_TEMPLATE, "fail": LINEAGE_FAIL_PROMPT, "batch": LINEAGE_BATCH_PROMPTS}
 
 
 def lineage_dir(home: Path) -> Path:
@@ -272,6 +277,34 @@ def test_openlineage_events_of_a_stored_image_and_a_liangxin_failure(stack, run)
     # Every event of the run (the hostile tasks' FAIL events included): no key, no prompt, no result URL.
     text = "".join(p.read_text() for p in lineage_dir(env.home).glob("ol-*.json"))
     for secret in [sim.api_key, LINEAGE_PROMPT, *result["result_urls"], result["result_urls"][0].split("?")[0]]:
+        assert secret not in text
+
+
+def test_openlineage_events_of_a_deferred_batch(stack, run):
+    """The batch operator's COMPLETE event, emitted by the instance that resumed from its batch trigger: every
+    LiangXin taskId in input order, the per-item states, each stored file as an output dataset."""
+    from tests.e2e.airflow_env import local_path
+    from tests.support.openlineage_schema import validate_event
+
+    env, sim = stack
+    states = {ti["task_id"]: ti["state"] for ti in env.task_instances(DAG_ID, run)}
+    assert states["lineage_batch"] == "success", states
+    assert env.trigger_log_files(DAG_ID, run, "lineage_batch"), "lineage_batch never deferred"
+    results = env.xcom(DAG_ID, run, "lineage_batch")
+    assert [r["state"] for r in results] == ["success", "fail"]
+    [complete] = task_events(env, "lineage_batch", "COMPLETE")
+    validate_event(complete)
+    liangxin = complete["run"]["facets"]["liangxin"]
+    assert liangxin["taskIds"] == [r["task_id"] for r in results]
+    assert (liangxin["itemCount"], liangxin["succeededCount"], liangxin["failedCount"]) == (2, 1, 1)
+    for task_id, prompt in zip(liangxin["taskIds"], LINEAGE_BATCH_PROMPTS, strict=True):
+        assert sim.record(task_id)["param"]["input"]["prompt"] == prompt
+    stored = [local_path(item["path"]) for item in results[0]["stored"]]
+    assert stored
+    assert stored[0].is_file()
+    assert [(o["namespace"], o["name"]) for o in complete["outputs"]] == [("file", str(p)) for p in stored]
+    text = json.dumps(complete)
+    for secret in [sim.api_key, *LINEAGE_BATCH_PROMPTS, *results[0]["result_urls"]]:
         assert secret not in text
 
 

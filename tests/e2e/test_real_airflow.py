@@ -28,6 +28,9 @@ RETRY = "e2e_liangxin_retry"
 SMOKE = "e2e_smoke"
 FAIL_MSG = "simulated generation failure"
 SLOW_MODEL = "nano-banana-pro"  # see tests/e2e/dags/e2e_liangxin_retry.py
+#: The content-batch sensor variant's model here: its tasks take 15 s, so every sensor is still waiting when it
+#: starts (with 3 s, a worker started late under load found the task done and, rightly, never deferred).
+SENSOR_MODEL = "imagen4-fast"
 SINGLE_PROMPT = "e2e: a red fox asleep in fresh snow, morning light"
 FAIL_PROMPT = "e2e: this one breaks [sim:fail]"
 RUN_TIMEOUT = 150
@@ -45,7 +48,7 @@ def stack(request, tmp_path_factory):
         dag_folders={"dags-folder": EXAMPLE_DAGS, "e2e-dags": E2E_DAGS},
         # Short, deterministic lifecycles (4 s) so tasks really defer; a long one for the worker-kill test.
         sim_durations="0.5,0.5,3",
-        sim_faults={"models": {SLOW_MODEL: {"durations": [0.5, 0.5, 20]}}},
+        sim_faults={"models": {SLOW_MODEL: {"durations": [0.5, 0.5, 20]}, SENSOR_MODEL: {"durations": [0.5, 0.5, 15]}}},
         extra_env={"LIANGXIN_POLL_INTERVAL": "1"},
     ) as (env, sim):
         env.wait_ready([SINGLE, BATCH, RETRY, SMOKE], timeout=180)
@@ -66,7 +69,7 @@ def runs(stack) -> dict[str, tuple[str, str]]:
         "single": (SINGLE, env.trigger(SINGLE, {"prompt": SINGLE_PROMPT, "aspect_ratio": "1:1"})),
         "fail": (SINGLE, env.trigger(SINGLE, {"prompt": FAIL_PROMPT})),
         # the DAG's default params: 3 prompts x 2 models, mapped and as one batch, + 3 via sensor
-        "batch": (BATCH, env.trigger(BATCH)),
+        "batch": (BATCH, env.trigger(BATCH, {"sensor_model": SENSOR_MODEL})),
     }
 
 
@@ -110,6 +113,45 @@ def test_harness_defers_a_core_trigger(stack, runs):
     env, _sim, _output = stack
     run_id = finished(env, runs["smoke"])
     assert env.trigger_log_files(SMOKE, run_id, "wait"), "the core DateTimeTrigger never reached the triggerer"
+
+
+def test_retry_after_worker_kill_resumes_the_same_liangxin_task(stack, runs):
+    # Early in the module: attempt 1 must still be generating (20 s) when this test looks for its worker, while
+    # the other runs, triggered at the same moment, are waited for by the tests after it.
+    env, sim, _output = stack
+    dag_id, run_id = runs["retry"]
+
+    # Wait until attempt 1 created its LiangXin task and is polling for it on the worker.
+    deadline = time.monotonic() + 90
+    liangxin_task_id = procs = ti = None
+    while time.monotonic() < deadline:
+        ti = env.task_instances(dag_id, run_id)[0]
+        if ti["state"] == "running" and ti["try_number"] == 1:
+            try:
+                liangxin_task_id = env.xcom(dag_id, run_id, "generate", key="task_id")
+            except httpx.HTTPStatusError:  # 404 until the task is created
+                liangxin_task_id = None
+            procs = env.task_processes(ti["id"]) if liangxin_task_id else None
+            if procs:
+                break
+        assert env.run_state(dag_id, run_id) not in ("success", "failed"), env.failure_report(dag_id, run_id)
+        time.sleep(0.5)
+    assert procs, f"no running worker for attempt 1 (last TI {ti})\n{env.failure_report(dag_id, run_id)}"
+    assert sim.record(liangxin_task_id)["state"] not in ("success", "fail"), "generation ended before the kill"
+
+    for proc in procs:
+        proc.send_signal(signal.SIGKILL)
+
+    finished(env, (dag_id, run_id))
+    ti = env.task_instances(dag_id, run_id)[0]
+    assert ti["try_number"] == 2, ti
+    first, second = (env.task_log(dag_id, run_id, "generate", attempt) for attempt in (1, 2))
+    assert f"LiangXin task {liangxin_task_id} created" in first, first[-3000:]
+    assert "Resuming LiangXin task" in second, second[-3000:]
+    assert liangxin_task_id in second
+    assert env.xcom(dag_id, run_id, "generate")["task_id"] == liangxin_task_id
+    # One paid generation, not two.
+    assert sim.stats()["created_per_model"].get(SLOW_MODEL) == 1
 
 
 def test_seedream_single_defers_and_stores_a_png(stack, runs):
@@ -160,7 +202,7 @@ def test_content_batch_one_create_per_mapped_task(stack, runs):
         assert_deferred_in_triggerer(env, BATCH, run_id, "generate", ti["map_index"])
         expected[kwargs["model"], kwargs["input"]["prompt"]] += 1
         created.append(task_id)
-    sensor_model = "seedream-v4-5"  # the DAG's default params.sensor_model
+    sensor_model = SENSOR_MODEL
     for ti, submission in zip(tis["submit"], submissions, strict=True):
         task_id = env.xcom(BATCH, run_id, "submit", map_index=ti["map_index"])
         assert env.xcom(BATCH, run_id, "submit", key="task_id", map_index=ti["map_index"]) == task_id
@@ -227,43 +269,6 @@ def test_failed_generation_fails_the_task_with_the_fail_message(stack, runs):
     # The worker (not only the trigger) reports LiangXin's failMsg when the task fails.
     worker_log = env.task_log(SINGLE, run_id, "generate_image", triggers=False)
     assert FAIL_MSG in worker_log, worker_log[-4000:]
-
-
-def test_retry_after_worker_kill_resumes_the_same_liangxin_task(stack, runs):
-    env, sim, _output = stack
-    dag_id, run_id = runs["retry"]
-
-    # Wait until attempt 1 created its LiangXin task and is polling for it on the worker.
-    deadline = time.monotonic() + 90
-    liangxin_task_id = procs = ti = None
-    while time.monotonic() < deadline:
-        ti = env.task_instances(dag_id, run_id)[0]
-        if ti["state"] == "running" and ti["try_number"] == 1:
-            try:
-                liangxin_task_id = env.xcom(dag_id, run_id, "generate", key="task_id")
-            except httpx.HTTPStatusError:  # 404 until the task is created
-                liangxin_task_id = None
-            procs = env.task_processes(ti["id"]) if liangxin_task_id else None
-            if procs:
-                break
-        assert env.run_state(dag_id, run_id) not in ("success", "failed"), env.failure_report(dag_id, run_id)
-        time.sleep(0.5)
-    assert procs, f"no running worker for attempt 1 (last TI {ti})\n{env.failure_report(dag_id, run_id)}"
-    assert sim.record(liangxin_task_id)["state"] not in ("success", "fail"), "generation ended before the kill"
-
-    for proc in procs:
-        proc.send_signal(signal.SIGKILL)
-
-    finished(env, (dag_id, run_id))
-    ti = env.task_instances(dag_id, run_id)[0]
-    assert ti["try_number"] == 2, ti
-    first, second = (env.task_log(dag_id, run_id, "generate", attempt) for attempt in (1, 2))
-    assert f"LiangXin task {liangxin_task_id} created" in first, first[-3000:]
-    assert "Resuming LiangXin task" in second, second[-3000:]
-    assert liangxin_task_id in second
-    assert env.xcom(dag_id, run_id, "generate")["task_id"] == liangxin_task_id
-    # One paid generation, not two.
-    assert sim.stats()["created_per_model"].get(SLOW_MODEL) == 1
 
 
 def test_simulator_saw_no_failed_creates(stack, runs):
