@@ -31,6 +31,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_liangxin._api import LiangxinTaskNotFoundError, TaskRecord
+from airflow_provider_liangxin.batch import json_problem
 from airflow_provider_liangxin.callbacks import (
     AUTO,
     CallbackSettings,
@@ -106,38 +107,6 @@ def _is_web_url(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
-def _json_problem(value: Any, path: str) -> str | None:
-    """The first part of ``value`` that cannot be sent as JSON, named by its path (``input.prompt``), or None.
-
-    Caught before any request, so a bad value fails once instead of as a TypeError/ValueError Airflow retries.
-    """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{path} is not valid text (it holds a lone surrogate character)"
-        return None
-    if value is None or isinstance(value, bool | int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} must be a finite number, got {value!r}"
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has a non-string key {key!r}"
-            problem = _json_problem(key, f"{path} key") or _json_problem(item, f"{path}.{key}")
-            if problem:
-                return problem
-        return None
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            problem = _json_problem(item, f"{path}[{index}]")
-            if problem:
-                return problem
-        return None
-    return f"{path} must be JSON data (text, number, bool, null, list or object), got {type(value).__name__}"
-
-
 def _has_template(value: Any) -> bool:
     if isinstance(value, str):
         return "{{" in value or "{%" in value
@@ -170,7 +139,50 @@ def _pulled_result(task_instance: Any) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
 
 
-class LiangxinCreateTaskOperator(BaseOperator):
+class _SharedArguments:
+    """The arguments both operators take, checked where the DAG is parsed (a NaN or inf found later would surface
+    after the paid createTask)."""
+
+    retry: dict[str, Any] | None
+    request_timeout: float | None
+    max_error_duration: float
+    download_timeout: float
+    max_download_bytes: int
+    allow_private_result_hosts: bool | None
+    strict: bool
+    validate: bool
+    openlineage_include_prompt: bool
+
+    def _set_shared_arguments(
+        self,
+        owner: str,
+        *,
+        retry: Mapping[str, Any] | None,
+        request_timeout: float | None,
+        max_error_duration: float,
+        download_timeout: float,
+        max_download_bytes: int,
+        allow_private_result_hosts: bool | None,
+        strict: bool,
+        validate: bool,
+        openlineage_include_prompt: bool,
+    ) -> None:
+        self.retry = normalize_retry(retry, owner=owner)
+        self.request_timeout = check_number("request_timeout", request_timeout, owner=owner, optional=True)
+        self.max_error_duration = check_number("max_error_duration", max_error_duration, owner=owner, zero=True)
+        self.download_timeout = check_number("download_timeout", download_timeout, owner=owner)
+        self.max_download_bytes = check_number("max_download_bytes", max_download_bytes, owner=owner, integer=True)
+        if allow_private_result_hosts is not None and not isinstance(allow_private_result_hosts, bool):
+            raise ValueError(
+                f"{owner}: allow_private_result_hosts must be True, False or None, got {allow_private_result_hosts!r}"
+            )
+        self.allow_private_result_hosts = allow_private_result_hosts
+        self.strict = strict
+        self.validate = validate
+        self.openlineage_include_prompt = openlineage_include_prompt
+
+
+class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
     """Create a LiangXin Market task (image or video generation) and wait for its result.
 
     :param model: The LiangXin model, e.g. ``seedream-v4-5``. (templated)
@@ -264,20 +276,19 @@ class LiangxinCreateTaskOperator(BaseOperator):
         # Checked here, where the DAG is parsed: a NaN or inf found later would surface after the paid createTask.
         self.poll_interval = check_number("poll_interval", poll_interval, owner=owner)
         self.timeout = check_number("timeout", timeout, owner=owner, optional=True)
-        self.retry = normalize_retry(retry, owner=owner)
-        self.request_timeout = check_number("request_timeout", request_timeout, owner=owner, optional=True)
-        self.max_error_duration = check_number("max_error_duration", max_error_duration, owner=owner, zero=True)
         self.output_path = output_path
-        self.download_timeout = check_number("download_timeout", download_timeout, owner=owner)
-        self.max_download_bytes = check_number("max_download_bytes", max_download_bytes, owner=owner, integer=True)
-        if allow_private_result_hosts is not None and not isinstance(allow_private_result_hosts, bool):
-            raise ValueError(
-                f"{owner}: allow_private_result_hosts must be True, False or None, got {allow_private_result_hosts!r}"
-            )
-        self.allow_private_result_hosts = allow_private_result_hosts
-        self.strict = strict
-        self.validate = validate
-        self.openlineage_include_prompt = openlineage_include_prompt
+        self._set_shared_arguments(
+            owner,
+            retry=retry,
+            request_timeout=request_timeout,
+            max_error_duration=max_error_duration,
+            download_timeout=download_timeout,
+            max_download_bytes=max_download_bytes,
+            allow_private_result_hosts=allow_private_result_hosts,
+            strict=strict,
+            validate=validate,
+            openlineage_include_prompt=openlineage_include_prompt,
+        )
         if not wait_for_completion and deferrable:
             self.log.debug("%s: deferrable has no effect when wait_for_completion=False", self.task_id)
         # A typo in a literal input fails the DAG import, long before anything is paid for. Not when Airflow
@@ -311,7 +322,7 @@ class LiangxinCreateTaskOperator(BaseOperator):
         self.model = self.model.strip()
         if not isinstance(self.input, Mapping):
             raise ValueError(f"{self.task_id}: input must be a mapping, got {type(self.input).__name__}")
-        problem = _json_problem(self.model, "model") or _json_problem(self.input, "input")
+        problem = json_problem(self.model, "model") or json_problem(self.input, "input")
         if problem:
             raise ValueError(f"{self.task_id}: {problem}")
         if not self.validate:
@@ -743,7 +754,7 @@ PROGRESS_EVERY = 15.0
 SUMMARY_MAX_FAILURES = 50
 
 
-class LiangxinBatchCreateTaskOperator(BaseOperator):
+class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
     """Generate many images (or videos) in one task instance: paced creation, one trigger for all, no duplicate.
 
     Each item of ``inputs`` becomes one LiangXin task. At most ``max_in_flight`` of them run at a time; a 429
@@ -835,19 +846,18 @@ class LiangxinBatchCreateTaskOperator(BaseOperator):
         self.output_path = output_path
         self.timeout = check_number("timeout", timeout, owner=owner, optional=True)
         self.liangxin_conn_id = liangxin_conn_id
-        self.retry = normalize_retry(retry, owner=owner)
-        self.request_timeout = check_number("request_timeout", request_timeout, owner=owner, optional=True)
-        self.max_error_duration = check_number("max_error_duration", max_error_duration, owner=owner, zero=True)
-        self.download_timeout = check_number("download_timeout", download_timeout, owner=owner)
-        self.max_download_bytes = check_number("max_download_bytes", max_download_bytes, owner=owner, integer=True)
-        if allow_private_result_hosts is not None and not isinstance(allow_private_result_hosts, bool):
-            raise ValueError(
-                f"{owner}: allow_private_result_hosts must be True, False or None, got {allow_private_result_hosts!r}"
-            )
-        self.allow_private_result_hosts = allow_private_result_hosts
-        self.strict = strict
-        self.validate = validate
-        self.openlineage_include_prompt = openlineage_include_prompt
+        self._set_shared_arguments(
+            owner,
+            retry=retry,
+            request_timeout=request_timeout,
+            max_error_duration=max_error_duration,
+            download_timeout=download_timeout,
+            max_download_bytes=max_download_bytes,
+            allow_private_result_hosts=allow_private_result_hosts,
+            strict=strict,
+            validate=validate,
+            openlineage_include_prompt=openlineage_include_prompt,
+        )
         # Literal items are checked where the DAG is parsed (every problem at once); templated ones and XComArgs
         # (not a list here) at execute, before any request.
         from_mapped = getattr(self, "_BaseOperator__from_mapped", False)

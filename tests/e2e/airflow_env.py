@@ -639,7 +639,13 @@ class AirflowEnv:
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, unpause: bool = True) -> str:
         if unpause:
             self.unpause(dag_id)
-        response = self._client.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf or {})})
+        body = {"logical_date": None, "conf": dict(conf or {})}
+        for attempt in range(3):
+            response = self._client.post(f"/dags/{dag_id}/dagRuns", json=body)
+            # SQLite under load: the api-server answers 500 ("database is locked") and rolls the run back.
+            if response.status_code < 500 or attempt == 2:
+                break
+            time.sleep(1 + attempt)
         response.raise_for_status()
         return response.json()["dag_run_id"]
 
