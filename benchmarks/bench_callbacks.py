@@ -18,8 +18,8 @@ per task: seconds from LiangXin completing the task (the simulator's ``completeT
 
 Whole run on a 2-core machine: about 4 min (at 45 s generations).
 
-The callback mode costs a fixed 3 recordInfo calls per task (right after createTask, the trigger's immediate first
-poll, the worker's confirmation) plus one per fallback interval; polling costs about 2 + generation/interval. So the
+The callback mode costs a fixed 2 recordInfo calls per task (the trigger's immediate first poll, the worker's
+confirmation) plus one per fallback interval; polling costs about 2 + generation/interval. So the
 saving grows with the generation time: compare runs with ``--generation 45`` and ``--generation 150``.
 """
 

@@ -633,20 +633,25 @@ class AirflowEnv:
         response.raise_for_status()
         return response.json()
 
+    def _write(self, method: str, path: str, body: Mapping[str, Any]) -> httpx.Response:
+        """A REST write, tried again (3 tries in all) when the api-server answers 5xx: SQLite under load answers
+        500 ("database is locked") and rolls the write back."""
+        for attempt in range(3):
+            response = self._client.request(method, path, json=body)
+            if response.status_code < 500 or attempt == 2:
+                break
+            print(f"{method} {path}: HTTP {response.status_code}, trying again", file=sys.stderr, flush=True)
+            time.sleep(1 + attempt)
+        response.raise_for_status()
+        return response
+
     def unpause(self, dag_id: str) -> None:
-        self._client.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        self._write("PATCH", f"/dags/{dag_id}", {"is_paused": False})
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, unpause: bool = True) -> str:
         if unpause:
             self.unpause(dag_id)
-        body = {"logical_date": None, "conf": dict(conf or {})}
-        for attempt in range(3):
-            response = self._client.post(f"/dags/{dag_id}/dagRuns", json=body)
-            # SQLite under load: the api-server answers 500 ("database is locked") and rolls the run back.
-            if response.status_code < 500 or attempt == 2:
-                break
-            time.sleep(1 + attempt)
-        response.raise_for_status()
+        response = self._write("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": dict(conf or {})})
         return response.json()["dag_run_id"]
 
     def run_state(self, dag_id: str, run_id: str) -> str:
