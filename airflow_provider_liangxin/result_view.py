@@ -450,7 +450,7 @@ def _media(ctx: PageContext, item: ResultItem, file: ResultFile, now: datetime.d
     return f'<div class="media">{note}{body}<div class="sub">result {file.index}{source}</div></div>'
 
 
-def _item_table(item: ResultItem, ctx: PageContext | None = None) -> str:
+def _item_table(item: ResultItem) -> str:
     rows = [
         ("LiangXin task", f"<code>{_e(item.task_id or '-')}</code>"),
         ("model", _e(item.model or "-")),
@@ -458,7 +458,9 @@ def _item_table(item: ResultItem, ctx: PageContext | None = None) -> str:
     ]
     if item.prompt is not None:
         rows.append(("prompt", _e(item.prompt)))
-    rows += [("created", _ms(item.create_time)), ("completed", _ms(item.complete_time))]
+    for name, when in (("created", item.create_time), ("completed", item.complete_time)):
+        if when is not None:  # a failed task's XCom has no times
+            rows.append((name, _ms(when)))
     if item.cost_time is not None:
         rows.append(("generation", f"{item.cost_time / 1000:.1f} s"))
     for file in item.files:
@@ -551,7 +553,7 @@ def render_page(
         if view.kind == "batch":
             body.append(f'<p><a href="{_e("results?" + ctx.query())}">all items</a> · item {position}</p>')
         body.append(_failure(item))
-        body.append(_item_table(item, ctx))
+        body.append(_item_table(item))
         body.extend(_media(ctx, item, f, now) for f in item.files)
         body.append(_sidecars(sidecars or {}))
     return (

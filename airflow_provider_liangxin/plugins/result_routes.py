@@ -11,7 +11,9 @@ instance's XCom, never by a path; a stored file is served only if its bytes matc
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +59,10 @@ FILE_HEADERS = {
 }
 #: Full files read at once per process (each up to 200 MiB through a spool): more requests wait their turn.
 READ_CONCURRENCY = 4
+#: A grid of 200 thumbnails asks for the same task instance 200 times in a second or two: its row and XComs are
+#: read once and kept this long for file requests (the page itself always reads them afresh; auth is per request).
+VIEW_CACHE_SECONDS = 10.0
+VIEW_CACHE_ENTRIES = 256
 
 
 class ResultViewService:
@@ -66,8 +72,25 @@ class ResultViewService:
         self.internals = internals
         self.cache = cache or ThumbnailCache()
         self.reads = asyncio.Semaphore(READ_CONCURRENCY)
+        self.views: collections.OrderedDict[tuple[str, str, str, int], tuple[float, TaskInstanceFacts, ResultView]]
+        self.views = collections.OrderedDict()
+        self.loads = 0
 
-    async def load(self, ctx: PageContext) -> tuple[TaskInstanceFacts, ResultView]:
+    async def load(self, ctx: PageContext, *, cached: bool = False) -> tuple[TaskInstanceFacts, ResultView]:
+        key = (ctx.dag_id, ctx.run_id, ctx.task_id, ctx.map_index)
+        hit = self.views.get(key) if cached else None
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1], hit[2]
+        facts, view = await self._read(ctx)
+        self.views[key] = (time.monotonic() + VIEW_CACHE_SECONDS, facts, view)
+        self.views.move_to_end(key)
+        while len(self.views) > VIEW_CACHE_ENTRIES:
+            self.views.popitem(last=False)
+        return facts, view
+
+    async def _read(self, ctx: PageContext) -> tuple[TaskInstanceFacts, ResultView]:
+        self.loads += 1
+
         def read() -> tuple[TaskInstanceFacts | None, dict[str, Any]]:
             facts = self.internals.task_instance(ctx.dag_id, ctx.run_id, ctx.task_id, ctx.map_index)
             if facts is None:
@@ -108,7 +131,7 @@ class ResultViewService:
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
     async def file(self, ctx: PageContext, item: int, index: int, thumb: bool, if_none_match: str | None) -> Response:
-        _facts, view = await self.load(ctx)
+        _facts, view = await self.load(ctx, cached=True)
         if view.kind not in ("single", "batch") or not 0 <= item < len(view.items):
             raise HTTPException(404, "No such item")
         chosen = next((f for f in view.items[item].files if f.index == index), None)
@@ -160,19 +183,33 @@ class ResultViewService:
             return data
 
 
+def parse_map_index(raw: str) -> int:
+    """``map_index`` as the task instance tab sends it: the UI leaves ``{MAP_INDEX}`` unreplaced for a task that is
+    not mapped (Airflow 3.3), which means -1; anything else must be an integer >= -1 (else 422)."""
+    if raw in ("", "{MAP_INDEX}"):
+        return -1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(422, "map_index must be an integer >= -1") from None
+    if value < -1:
+        raise HTTPException(422, "map_index must be an integer >= -1")
+    return value
+
+
 def add_result_routes(app: FastAPI, service: ResultViewService, auth: list[Callable[..., Any]]) -> None:
     """The two routes, behind ``auth`` (core's dependencies; tests pass their own)."""
     dependencies = [Depends(dependency) for dependency in auth]
 
-    def context(dag_id: str, run_id: str, task_id: str, map_index: int) -> PageContext:
-        return PageContext(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
+    def context(dag_id: str, run_id: str, task_id: str, map_index: str) -> PageContext:
+        return PageContext(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=parse_map_index(map_index))
 
     @app.get(RESULTS_ROUTE, dependencies=dependencies)
     async def results_page(
         dag_id: str,
         run_id: str,
         task_id: str,
-        map_index: int = Query(-1, ge=-1),
+        map_index: str = "-1",
         item: int | None = Query(None, ge=0),
         format: str = Query("html", pattern="^(html|json)$"),
     ) -> Response:
@@ -186,11 +223,11 @@ def add_result_routes(app: FastAPI, service: ResultViewService, auth: list[Calla
         task_id: str,
         item: int = Query(..., ge=0),
         index: int = Query(..., ge=0),
-        map_index: int = Query(-1, ge=-1),
+        map_index: str = "-1",
         thumb: bool = False,
     ) -> Response:
         ctx = context(dag_id, run_id, task_id, map_index)
         return await service.file(ctx, item, index, thumb, request.headers.get("if-none-match"))
 
 
-__all__ = ["FILE_HEADERS", "PAGE_HEADERS", "ResultViewService", "add_result_routes"]
+__all__ = ["FILE_HEADERS", "PAGE_HEADERS", "ResultViewService", "add_result_routes", "parse_map_index"]

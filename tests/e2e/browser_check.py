@@ -13,6 +13,7 @@ into ``docs/images/``. Prints one row per check; exits 1 if any failed. Everythi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -24,8 +25,10 @@ from urllib.parse import quote
 from tests.e2e.airflow_env import (
     E2E_DAGS,
     REPO_ROOT,
+    STOP_REPORTS,
     AirflowEnv,
     Progress,
+    StopReport,
     install_signal_handlers,
     liangxin_airflow,
     stop_everything,
@@ -47,9 +50,14 @@ USER = "reader"
 TIMEOUT_MS = 60_000
 
 
+#: Where a failed check leaves a screenshot of the page it saw (never into docs/).
+FAILURE_SHOTS = Path(tempfile.gettempdir()) / "liangxin-browser-failures"
+
+
 class Checks:
     def __init__(self) -> None:
         self.rows: list[tuple[str, bool, str]] = []
+        self.page: Any = None
 
     def run(self, name: str, check: Callable[[], str]) -> bool:
         started = time.monotonic()
@@ -58,6 +66,12 @@ class Checks:
             ok = True
         except Exception as exc:
             detail, ok = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}", False
+            if self.page is not None:
+                FAILURE_SHOTS.mkdir(exist_ok=True)
+                shot = FAILURE_SHOTS / f"{'-'.join(name.split())[:40]}.png"
+                with contextlib.suppress(Exception):
+                    self.page.screenshot(path=str(shot))
+                    detail += f"; page at {self.page.url} (screenshot {shot})"
         self.rows.append((name, ok, f"{detail} ({time.monotonic() - started:.1f} s)"))
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
         return ok
@@ -95,6 +109,7 @@ def browser_checks(env: AirflowEnv, runs: dict[str, str], shots: Path, checks: C
         try:
             page = context.new_page()
             page.set_default_timeout(TIMEOUT_MS)
+            checks.page = page
 
             def login() -> str:
                 page.goto(base + "/")
@@ -110,7 +125,7 @@ def browser_checks(env: AirflowEnv, runs: dict[str, str], shots: Path, checks: C
                 return f"logged in as {USER!r}, at {page.url.removeprefix(base)}"
 
             def link_drawn() -> str:
-                page.goto(ti_page)
+                page.goto(ti_page + "/details")  # Airflow 3.3 draws extra links on the Details tab
                 link = page.get_by_role("link", name="LiangXin result")
                 link.wait_for(state="visible", timeout=TIMEOUT_MS)
                 href = link.get_attribute("href") or ""
@@ -180,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args.screenshots.mkdir(parents=True, exist_ok=True)
     checks = Checks()
     say = Progress()
+    before = len(STOP_REPORTS)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="liangxin-browser-output-") as output,
@@ -208,11 +224,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             browser_checks(env, runs, args.screenshots, checks)
     finally:
-        report = stop_everything()
-        print(report.line(), flush=True)
+        stop_everything()  # the safety net: liangxin_airflow has stopped everything already
+        report = StopReport()
+        for item in STOP_REPORTS[before:]:
+            report = report.merge(item)
+        print(f"liangxin harness: {report.line()}", flush=True)
     print()
     print(checks.table())
-    return 0 if checks.rows and all(ok for _, ok, _ in checks.rows) else 1
+    return 0 if report.clean and checks.rows and all(ok for _, ok, _ in checks.rows) else 1
 
 
 def _expect(states: dict[str, str], wanted: dict[str, str]) -> str:

@@ -76,8 +76,12 @@ def cache() -> ThumbnailCache:
 
 
 @pytest.fixture
-def client(internals, cache) -> TestClient:
-    service = ResultViewService(internals, cache)  # type: ignore[arg-type]
+def service(internals, cache) -> ResultViewService:
+    return ResultViewService(internals, cache)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(service) -> TestClient:
     app = create_app(None, lambda app: add_result_routes(app, service, [only_reader]))
     return TestClient(app, headers={"x-user": "reader"})
 
@@ -174,7 +178,8 @@ def test_single_stored_image_page_and_bytes(client, internals, tmp_path, memory_
 
 def test_json_form_lists_the_files(client, internals, tmp_path):
     internals.add({"return_value": single([stored_result(f"file://{tmp_path}", png())])})
-    data = client.get("/v1/results", params=q(format="json")).json()
+    # The task instance tab leaves {MAP_INDEX} as is for a task that is not mapped (Airflow 3.3's UI).
+    data = client.get("/v1/results", params=q(format="json", map_index="{MAP_INDEX}")).json()
     assert data["kind"] == "single"
     assert data["task_instance_state"] == "success"
     (item,) = data["items"]
@@ -218,7 +223,7 @@ def test_failed_task_shows_fail_code_and_message(client, internals):
     assert "task_x_9" in html
 
 
-def test_batch_grid_uses_thumbnails_and_item_pages(client, internals, cache, tmp_path):
+def test_batch_grid_uses_thumbnails_and_item_pages(client, internals, cache, service, tmp_path):
     items = []
     for i in range(3):
         entry = stored_result(f"file://{tmp_path}", png(color=(i * 80, 10, 10)), task_id=f"task_b_{i}")
@@ -241,6 +246,7 @@ def test_batch_grid_uses_thumbnails_and_item_pages(client, internals, cache, tmp
     assert cache.made == 1
     client.get("/v1/results/file", params=q(item=1, index=0, thumb=1))
     assert cache.made == 1  # the second one came from the cache
+    assert service.loads == 1  # the page read the task instance once; the file requests reused that read
 
     item_page = client.get("/v1/results", params=q(item=3)).text
     assert "nsfw" in item_page
@@ -282,6 +288,8 @@ def test_auth_dependency_guards_both_routes(client, internals, tmp_path):
 
 def test_unknown_task_instance_and_no_liangxin_task(client, internals):
     assert client.get("/v1/results", params=q(map_index=3)).status_code == 404
+    assert client.get("/v1/results", params=q(map_index="x")).status_code == 422
+    assert client.get("/v1/results", params=q(map_index=-2)).status_code == 422
     internals.add({})
     assert "No LiangXin task was created" in client.get("/v1/results", params=q()).text
 
