@@ -158,7 +158,9 @@ def browser_checks(env: AirflowEnv, runs: dict[str, str], shots: Path, checks: C
                 text = page.inner_text(".fail")
                 if "simulated generation failure" not in text:
                     raise AssertionError(text)
+                page.set_viewport_size({"width": 1280, "height": 320})  # the page is short: no empty half
                 page.screenshot(path=str(shots / "result-view-failed.png"), full_page=True)
+                page.set_viewport_size({"width": 1280, "height": 900})
                 return " ".join(text.split())[:80]
 
             def batch() -> str:
@@ -170,7 +172,9 @@ def browser_checks(env: AirflowEnv, runs: dict[str, str], shots: Path, checks: C
                     timeout=TIMEOUT_MS,
                 )
                 count = cells.count()
+                page.set_viewport_size({"width": 1280, "height": 680})
                 page.screenshot(path=str(shots / "result-view-batch.png"), full_page=True)
+                page.set_viewport_size({"width": 1280, "height": 900})
                 return f"{count} thumbnails loaded, {page.locator('.cell-fail').count()} failed item"
 
             if checks.run("log in on the Airflow UI", login):
