@@ -70,11 +70,7 @@ def stack(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(stack) -> dict[str, str]:
     env, _sim, _output = stack
-    started = {dag_id: env.trigger(dag_id) for dag_id in (DEFERRED, KILL_CREATE, KILL_WAIT, TRIGGERER_RESTART)}
-    started["view:stored"] = env.trigger(VIEW, {"prompt": "e2e view: stored"})
-    started["view:unstored"] = env.trigger(VIEW, {"prompt": "e2e view: not stored", "output_path": ""}, unpause=False)
-    started["view:failed"] = env.trigger(VIEW, {"prompt": "e2e view: failed [sim:fail]"}, unpause=False)
-    return started
+    return {dag_id: env.trigger(dag_id) for dag_id in (DEFERRED, KILL_CREATE, KILL_WAIT, TRIGGERER_RESTART)}
 
 
 def finished(env: AirflowEnv, dag_id: str, run_id: str, expected: str = "success") -> None:
@@ -240,6 +236,17 @@ def test_triggerer_restart_while_deferred_resumes_without_creating(stack, runs, 
 # ----------------------------------------------------------------------------------------------- the result view
 
 
+@pytest.fixture(scope="module")
+def view_runs(stack, kills) -> dict[str, str]:
+    """Triggered once the kills are done, so they never add load to the kill tests' timing windows."""
+    env, _sim, _output = stack
+    return {
+        "stored": env.trigger(VIEW, {"prompt": "e2e view: stored"}),
+        "unstored": env.trigger(VIEW, {"prompt": "e2e view: not stored", "output_path": ""}, unpause=False),
+        "failed": env.trigger(VIEW, {"prompt": "e2e view: failed [sim:fail]"}, unpause=False),
+    }
+
+
 def view(env: AirflowEnv, dag_id: str, run_id: str, *, token: str | None, **params: Any) -> httpx.Response:
     """The result view (or ``route`` below it) as the browser asks it: the UI's login cookie, or nothing."""
     route = params.pop("route", "")
@@ -250,15 +257,16 @@ def view(env: AirflowEnv, dag_id: str, run_id: str, *, token: str | None, **para
     )
 
 
-def test_result_view_auth_single_failed_and_unstored(stack, runs, kills):
+def test_result_view_auth_single_failed_and_unstored(stack, view_runs):
     env, sim, _output = stack
-    for key in ("view:stored", "view:unstored", "view:failed"):
-        finished(env, VIEW, runs[key], "failed" if key == "view:failed" else "success")
+    runs = view_runs
+    for key in ("stored", "unstored", "failed"):
+        finished(env, VIEW, runs[key], "failed" if key == "failed" else "success")
     reader, outsider = env.token("reader"), env.token("outsider")
-    stored_run = runs["view:stored"]
+    stored_run = runs["stored"]
 
     # The extra link names the view, same origin, for a success and a failure alike.
-    for key in ("view:stored", "view:failed"):
+    for key in ("stored", "failed"):
         links = env.get(f"/dags/{VIEW}/dagRuns/{runs[key]}/taskInstances/generate/links")
         assert links["extra_links"]["LiangXin result"] == (
             f"/liangxin/v1/results?dag_id={VIEW}&run_id={quote_plus(runs[key])}&task_id=generate&map_index=-1"
@@ -292,19 +300,19 @@ def test_result_view_auth_single_failed_and_unstored(stack, runs, kills):
     assert sim.api_key not in page.text + by_header.text
 
     # Not stored: the image is LiangXin's result URL, reached by a redirect.
-    unstored = env.xcom(VIEW, runs["view:unstored"], "generate")
+    unstored = env.xcom(VIEW, runs["unstored"], "generate")
     assert "stored" not in unstored
-    moved = view(env, VIEW, runs["view:unstored"], token=reader, route="/file", item=0, index=0)
+    moved = view(env, VIEW, runs["unstored"], token=reader, route="/file", item=0, index=0)
     assert moved.status_code == 302
     assert moved.headers["location"] == unstored["result_urls"][0]
     assert httpx.get(moved.headers["location"], timeout=30).content.startswith(b"\x89PNG")
 
     # Failed: LiangXin's failCode and failMsg.
-    failed = view(env, VIEW, runs["view:failed"], token=reader, format="json").json()
+    failed = view(env, VIEW, runs["failed"], token=reader, format="json").json()
     (item,) = failed["items"]
     assert (item["state"], item["fail_msg"]) == ("fail", "simulated generation failure")
     assert item["fail_code"]
-    page = view(env, VIEW, runs["view:failed"], token=reader).text
+    page = view(env, VIEW, runs["failed"], token=reader).text
     assert "failCode" in page
     assert "simulated generation failure" in page
 
