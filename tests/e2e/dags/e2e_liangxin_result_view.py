@@ -30,7 +30,7 @@ def e2e_result_view():
         model="seedream-v4-5",
         input={"prompt": "{{ params.prompt }}", "aspect_ratio": "16:9"},
         output_path="{{ params.output_path }}",
-        deferrable=True,
+        deferrable=False,  # waits on the worker: no trigger hold, so the e2e test waits less
         poll_interval=1,
     )
 
