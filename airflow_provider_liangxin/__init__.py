@@ -106,8 +106,14 @@ def _config() -> dict[str, Any]:
         "liangxin": {
             "description": "LiangXin provider settings. Callbacks: the api-server receives LiangXin's webhook under "
             "/liangxin and wakes the waiting task; polling stays as a slow fallback. Deferral: how long a trigger "
-            "holds its event after it starts.",
+            "holds its event after it starts. Result view: a task instance's images in the api-server.",
             "options": {
+                "result_view_enabled": option(
+                    "Serve the result view (a task instance's images, under /liangxin/v1/results; login and DAG "
+                    "read access required) and add its tab to the task instance page.",
+                    "boolean",
+                    "True",
+                ),
                 "callback_receiver_enabled": option(
                     "Mount the callback receiver in the api-server (under /liangxin).", "boolean", "False"
                 ),

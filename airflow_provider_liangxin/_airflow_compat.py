@@ -108,4 +108,125 @@ def load_internals() -> AirflowInternals | None:
     )
 
 
-__all__ = ["AirflowInternals", "WaitingTask", "load_internals"]
+# ------------------------------------------------------------------------------------------ the result view
+# Read-only: a task instance's row, its XComs, and core_api's own authorization dependency (login and DAG read
+# access exactly as the task instance and XCom routes of /api/v2 check them).
+
+
+@dataclass(frozen=True)
+class TaskInstanceFacts:
+    """What the result view shows of a task instance (never its executor config or anything secret)."""
+
+    state: str | None
+    operator: str | None
+    try_number: int | None
+    start_date: datetime.datetime | None
+    end_date: datetime.datetime | None
+    duration: float | None
+
+
+class ResultViewInternals:
+    """The result view's reads; every method runs in a worker thread."""
+
+    def __init__(self, *, task_instance: Any, xcom: Any, create_session: Any, requires_access_dag: Any, entity: Any):
+        self._ti = task_instance
+        self._xcom = xcom
+        self._create_session = create_session
+        self._requires_access_dag = requires_access_dag
+        self._entity = entity
+
+    def auth_dependencies(self) -> list[Callable[..., Any]]:
+        """core_api's dependencies for reading a DAG's task instances and XComs (the ``dag_id`` path parameter):
+        401 without a valid login (the UI's ``_token`` cookie or a Bearer token), 403 without DAG access."""
+        return [
+            self._requires_access_dag(method="GET", access_entity=self._entity.TASK_INSTANCE),
+            self._requires_access_dag(method="GET", access_entity=self._entity.XCOM),
+        ]
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> TaskInstanceFacts | None:
+        from sqlalchemy import select
+
+        ti = self._ti
+        with self._create_session() as session:
+            row = session.scalars(
+                select(ti).where(
+                    ti.dag_id == dag_id, ti.run_id == run_id, ti.task_id == task_id, ti.map_index == map_index
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            state = row.state
+            return TaskInstanceFacts(
+                state=str(state.value if hasattr(state, "value") else state) if state else None,
+                operator=getattr(row, "custom_operator_name", None) or getattr(row, "operator", None),
+                try_number=getattr(row, "try_number", None),
+                start_date=row.start_date,
+                end_date=row.end_date,
+                duration=getattr(row, "duration", None),
+            )
+
+    def xcoms(self, dag_id: str, run_id: str, task_id: str, map_index: int, keys: list[str]) -> dict[str, Any]:
+        """The task instance's XComs among ``keys``, deserialized as core's XCom route does (custom XCom backends
+        that store references give the reference, which the view then cannot use)."""
+        found: dict[str, Any] = {}
+        with self._create_session() as session:
+            for key in keys:
+                query = self._xcom.get_many(
+                    run_id=run_id, key=key, task_ids=task_id, dag_ids=dag_id, map_indexes=map_index, limit=1
+                )
+                row = session.scalars(query).first()
+                if row is None:
+                    continue
+                row = row[0] if isinstance(row, tuple) else row
+                try:
+                    found[key] = self._xcom.deserialize_value(row)
+                except Exception as exc:
+                    log.warning("LiangXin result view: XCom %r of %s.%s unreadable: %s", key, dag_id, task_id, exc)
+        return found
+
+
+def load_result_view_internals() -> ResultViewInternals | None:
+    """The result view's internals, or None (with one log line) where this Airflow lacks them."""
+    try:
+        from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+        from airflow.api_fastapi.core_api.security import requires_access_dag
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+
+        for name in ("get_many", "deserialize_value"):
+            if not callable(getattr(XComModel, name, None)):
+                raise AttributeError(f"XComModel.{name}")
+        for name in ("TASK_INSTANCE", "XCOM"):
+            if not hasattr(DagAccessEntity, name):
+                raise AttributeError(f"DagAccessEntity.{name}")
+    except (ImportError, AttributeError) as exc:
+        log.warning("LiangXin result view disabled: this Airflow lacks %s", exc, exc_info=False)
+        return None
+    return ResultViewInternals(
+        task_instance=TaskInstance,
+        xcom=XComModel,
+        create_session=create_session,
+        requires_access_dag=requires_access_dag,
+        entity=DagAccessEntity,
+    )
+
+
+def supports_task_instance_views(plugin_class: Any) -> bool:
+    """Airflow 3.1+ draws a plugin's ``external_views`` with ``destination="task_instance"`` as a tab on the task
+    instance page; 3.0 has no ``external_views`` (the extra link is then the only way in)."""
+    if hasattr(plugin_class, "external_views"):
+        return True
+    log.info("LiangXin result view: this Airflow has no task-instance plugin tabs; the extra link opens the view")
+    return False
+
+
+__all__ = [
+    "AirflowInternals",
+    "ResultViewInternals",
+    "TaskInstanceFacts",
+    "WaitingTask",
+    "load_internals",
+    "load_result_view_internals",
+    "supports_task_instance_views",
+]

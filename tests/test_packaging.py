@@ -52,6 +52,8 @@ def test_sdist_is_a_complete_source_distribution(dist):
         "tests/e2e/airflow_env.py",
         "tests/e2e/dags/e2e_smoke.py",
         "docs/index.md",
+        "docs/result-view.md",
+        "docs/images/result-view-single.png",
         "dags/liangxin_seedream_single.py",
         "benchmarks/bench_trigger.py",
         "airflow_provider_liangxin/py.typed",

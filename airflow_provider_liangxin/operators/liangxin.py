@@ -67,8 +67,10 @@ if TYPE_CHECKING:
 
 #: XCom key of the LiangXin taskId, pushed right after createTask.
 XCOM_TASK_ID = "task_id"
-#: XCom key read by :class:`LiangxinResultLink`.
+#: XCom key of the stored file (or result URL, or recordInfo URL) of the task; the extra link opens the result view.
 XCOM_RESULT_URL = "liangxin_result_url"
+#: XCom key of a failed LiangXin task's ``task_id``, ``model``, ``fail_code`` and ``fail_msg`` (the result view).
+XCOM_FAILURE = "liangxin_failure"
 #: task_state_store key holding the taskId across retries (renaming it breaks in-flight retries).
 STATE_KEY = "liangxin_task_id"
 
@@ -78,19 +80,30 @@ _UNSAFE_LINK_SCHEMES = frozenset({"javascript", "data", "vbscript", "blob"})
 
 
 class LiangxinResultLink(BaseOperatorLink):
-    """ "LiangXin result" button: the stored image when there is one, else the first result URL, else the task's
-    recordInfo URL.
+    """ "LiangXin result" button: opens the provider's result view of this task instance in the Airflow UI (the
+    images inline, the reasons of a failure; docs/result-view.md), for every try that made a LiangXin task.
+
+    A same-origin path (prefixed with the path of ``[api] base_url``), because the UI draws only same-origin or
+    http(s) links, and neither a worker's ``file://`` path nor LiangXin's recordInfo URL (which needs the API key)
+    means anything in the user's browser.
 
     Airflow 3 calls ``get_link`` only in the worker, once the try ends, with the very operator that ran, and stores
-    the answer for the UI. So the link is read from that operator, not from XCom: a task that failed before
-    creating a LiangXin task has no link, and reading a missing XCom would log a misleading ``XCom not found``.
+    the answer for the UI. So whether a LiangXin task exists is read from that operator, not from XCom: a task that
+    failed before creating one has no link, and reading a missing XCom would log a misleading ``XCom not found``.
     """
 
     name = "LiangXin result"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        link = getattr(operator, "_liangxin_result_link", None)
-        return link if isinstance(link, str) and safe_link(link) else ""
+        if not (getattr(operator, "_liangxin_result_link", None) or getattr(operator, "_liangxin_task_id", None)):
+            return ""
+        from airflow_provider_liangxin.result_view import view_url
+
+        try:
+            base_url = conf.get("api", "base_url", fallback="") or ""
+        except Exception:
+            base_url = ""
+        return view_url(ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index, base_url=base_url)
 
 
 def safe_link(url: str) -> bool:
@@ -373,6 +386,7 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
             return self._complete(context, self._poll(hook, record or task_id, deadlines), hook)
         except LiangxinTaskFailedException as exc:
             self._liangxin_failure = exc  # for get_openlineage_facets_on_failure
+            self._push_failure(context, exc)
             raise
         finally:
             hook.close()
@@ -438,6 +452,20 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
         # Until a result exists the link names the task's status URL, so even a failed or stuck task shows which
         # LiangXin task it was (the API needs the key to answer it; it has no public task page).
         self._set_link(context, hook.task_status_url(task_id))
+
+    def _push_failure(self, context: Context, exc: LiangxinTaskFailedException) -> None:
+        """LiangXin's reasons for the result view (and anyone reading XCom): the task's return value never comes."""
+        with contextlib.suppress(Exception):
+            context["ti"].xcom_push(
+                key=XCOM_FAILURE,
+                value={
+                    "task_id": exc.task_id,
+                    "model": self.model,
+                    "prompt": self.input.get("prompt") if isinstance(self.input, Mapping) else None,
+                    "fail_code": exc.fail_code,
+                    "fail_msg": exc.fail_msg,
+                },
+            )
 
     def _set_link(self, context: Context, link: str) -> None:
         """The extra link (read by LiangxinResultLink from this operator) and its documented XCom."""
@@ -632,6 +660,7 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
             return self._complete(context, record_from_event(event), hook)
         except LiangxinTaskFailedException as exc:
             self._liangxin_failure = exc  # for get_openlineage_facets_on_failure (a resumed, fresh instance)
+            self._push_failure(context, exc)
             raise
         finally:
             hook.close()
@@ -648,6 +677,7 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
         from airflow_provider_liangxin.results import redact_url
 
         result = record.to_dict()
+        self._liangxin_task_id = record.task_id
         shown = ", ".join(redact_url(url) for url in record.result_urls)
         self.log.info("LiangXin task %s succeeded: %s", record.task_id, shown)
         link = next((url for url in record.result_urls if _is_web_url(url)), None)
@@ -806,6 +836,7 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
 
     template_fields: Sequence[str] = ("inputs", "model", "liangxin_conn_id", "output_path")
     template_fields_renderers = {"inputs": "json"}
+    operator_extra_links = (LiangxinResultLink(),)
     ui_color = "#e9d8ff"
 
     def __init__(
@@ -950,6 +981,7 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
                 resumed["success"],
             )
         self._save(context, state)
+        self._liangxin_result_link = True  # the extra link: the result view shows whatever this batch made
         deadlines = Deadlines.start(context, self.timeout, self.execution_timeout)
         return self._run(context, state, deadlines)
 
@@ -964,6 +996,7 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
         """Resume after the batch trigger fired: record what ended, then create the next wave or finish."""
         state = self._prepare(context)
         self._load(context, state, carry)
+        self._liangxin_result_link = True
         hook = self.hook
         try:
             event = without_secret(event, self._register_key(hook))
@@ -1377,6 +1410,7 @@ CreateTaskOperator = LiangxinCreateTaskOperator
 
 __all__ = [
     "XCOM_BATCH_RESULTS",
+    "XCOM_FAILURE",
     "XCOM_RESULT_URL",
     "XCOM_TASK_ID",
     "CreateTaskOperator",

@@ -277,8 +277,9 @@ async def read_capped(receive: Callable[[], Any], limit: int = MAX_BODY_BYTES) -
             return b"".join(chunks)
 
 
-def create_app(receiver: CallbackReceiver) -> RedactPath:
-    """The FastAPI app the plugin mounts (no docs or OpenAPI routes: it may face the internet)."""
+def create_app(receiver: CallbackReceiver | None, extra_routes: Callable[[FastAPI], None] | None = None) -> RedactPath:
+    """The FastAPI app the plugin mounts (no docs or OpenAPI routes: it may face the internet): the callback and
+    health routes when there is a ``receiver``, plus whatever ``extra_routes`` adds (the result view)."""
     app = FastAPI(
         title="LiangXin callback receiver", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
     )
@@ -286,6 +287,23 @@ def create_app(receiver: CallbackReceiver) -> RedactPath:
     def answer(status: int, body: Any) -> Response:
         return Response(status_code=status) if body is None else JSONResponse(body, status_code=status)
 
+    if receiver is not None:
+        _add_receiver_routes(app, receiver, answer)
+    if extra_routes is not None:
+        extra_routes(app)
+
+    @app.exception_handler(404)
+    async def not_found(_request: Request, _exc: Exception) -> Response:
+        return answer(404, NOT_FOUND)
+
+    @app.exception_handler(405)
+    async def bad_method(_request: Request, _exc: Exception) -> Response:
+        return answer(404, NOT_FOUND)
+
+    return RedactPath(app)
+
+
+def _add_receiver_routes(app: FastAPI, receiver: CallbackReceiver, answer: Callable[[int, Any], Response]) -> None:
     @app.post(CALLBACK_ROUTE)
     async def callback(ti_id: str, token: str, request: Request) -> Response:
         body = await read_capped(request.receive)
@@ -300,16 +318,6 @@ def create_app(receiver: CallbackReceiver) -> RedactPath:
             log.exception("LiangXin callback receiver: health check failed")
             return answer(503, {"status": "unhealthy"})
         return answer(200, {"status": "ok"})
-
-    @app.exception_handler(404)
-    async def not_found(_request: Request, _exc: Exception) -> Response:
-        return answer(404, NOT_FOUND)
-
-    @app.exception_handler(405)
-    async def bad_method(_request: Request, _exc: Exception) -> Response:
-        return answer(404, NOT_FOUND)
-
-    return RedactPath(app)
 
 
 class RedactPath:

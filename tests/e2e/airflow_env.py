@@ -444,6 +444,7 @@ class AirflowEnv:
         home: Path | None = None,
         progress: Callable[[str], None] | None = None,
         callbacks: bool = False,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         #: Without ``home`` the env makes a temp folder of its own, and stop() removes it.
         self.owns_home = home is None
@@ -456,12 +457,18 @@ class AirflowEnv:
         self.procs: dict[str, subprocess.Popen] = {}
         #: The LiangXin callback receiver mounted in the api-server, LiangXin told to call back its loopback URL.
         self.callbacks = callbacks
+        #: With ``users`` ({name: SimpleAuthManager role}) logins are real: no all-admins mode, each user gets a
+        #: random password (``passwords``), and the REST client logs in as ``admin`` (always among them).
+        self.users = {"admin": "admin", **users} if users is not None else None
+        self.passwords = {name: secrets.token_urlsafe(12) for name in self.users or {}}
         self.env = self._environment(env or {})
         self.timings: dict[str, float] = {}
         self.progress = progress or _quiet
         self.stop_report: StopReport | None = None
         self._tree = ProcessTree()
-        self._client = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=30)
+        self._client = httpx.Client(
+            base_url=f"{self.base_url}/api/v2", timeout=30, auth=_AdminToken(self) if self.users else None
+        )
 
     # ---------------------------------------------------------------- setup
     def _environment(self, extra: Mapping[str, str]) -> dict[str, str]:
@@ -516,6 +523,13 @@ class AirflowEnv:
         # "database is locked" (seen: the triggerer and dag-processor under 1,000 mapped tasks). 60 s, through a
         # module in $AIRFLOW_HOME/config, which Airflow puts on sys.path before it connects (written by start()).
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = f"{SQLITE_SETTINGS_MODULE}.CONNECT_ARGS"
+        if self.users:
+            passwords_file = self.home / "simple_auth_manager_passwords.json"
+            self.home.mkdir(parents=True, exist_ok=True)
+            passwords_file.write_text(json.dumps(self.passwords))
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "False"
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(f"{u}:{r}" for u, r in self.users.items())
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords_file)
         if self.callbacks:
             env["AIRFLOW__LIANGXIN__CALLBACK_RECEIVER_ENABLED"] = "True"
             env["AIRFLOW__LIANGXIN__CALLBACK_BASE_URL"] = self.base_url
@@ -635,6 +649,16 @@ class AirflowEnv:
         raise TimeoutError(f"Airflow not ready after {timeout}s; last seen: {last}\n{self.component_tails()}")
 
     # ---------------------------------------------------------------- REST
+    def token(self, username: str) -> str:
+        """A JWT for ``username`` (an env with ``users``), as the UI's login gets it."""
+        response = httpx.post(
+            f"{self.base_url}/auth/token",
+            json={"username": username, "password": self.passwords[username]},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]
+
     def get(self, path: str, **kwargs: Any) -> Any:
         response = self._client.get(path, **kwargs)
         response.raise_for_status()
@@ -798,6 +822,27 @@ class AirflowEnv:
         self.stop()
 
 
+class _AdminToken(httpx.Auth):
+    """Bearer auth for the REST client of an env with real logins: logs in as admin, again after a 401."""
+
+    def __init__(self, env: AirflowEnv) -> None:
+        self.env = env
+        self.value: str | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        for attempt in range(2):
+            if self.value is None or attempt:
+                try:
+                    self.value = self.env.token("admin")
+                except httpx.HTTPError:
+                    self.value = None
+            if self.value:
+                request.headers["Authorization"] = f"Bearer {self.value}"
+            response = yield request
+            if response.status_code != 401:
+                return
+
+
 @contextlib.contextmanager
 def liangxin_airflow(
     *,
@@ -812,6 +857,7 @@ def liangxin_airflow(
     progress: Callable[[str], None] | None = None,
     callbacks: bool = False,
     sim_args: Iterable[str] = (),
+    users: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[AirflowEnv, Simulator | None]]:
     """A simulator (unless ``base_url`` is given) and an Airflow whose ``liangxin_default`` connection points at it.
 
@@ -840,6 +886,7 @@ def liangxin_airflow(
             env={"AIRFLOW_CONN_LIANGXIN_DEFAULT": conn, "LIANGXIN_OUTPUT_DIR": str(output_dir), **(extra_env or {})},
             progress=progress,
             callbacks=callbacks,
+            users=users,
         )
         env.owns_home = own_home is not None
         try:

@@ -2,6 +2,11 @@
 
 One stack for every batch e2e test, all runs triggered up front: a deferred batch with a failing item, and the
 worker killed with SIGKILL mid-creation and mid-wait, counting createTask calls at the simulator.
+
+The same stack serves the result view's tests (the plugin's ``/liangxin/v1/results``, docs/result-view.md): it
+runs with real logins (SimpleAuthManager users, plus per-DAG read rules from ``tests.support.dag_scoped_auth``), so
+the view is asked anonymously (401), by a user without access to the DAG (403) and by one with it, for a stored
+single image, one not stored, a failed task and the batch above.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ import signal
 import time
 from collections import Counter
 from typing import Any
+from urllib.parse import quote_plus
 
 import httpx
 import pytest
 
-from tests.e2e.airflow_env import E2E_DAGS, AirflowEnv, Simulator, liangxin_airflow, local_path
+from tests.e2e.airflow_env import E2E_DAGS, REPO_ROOT, AirflowEnv, Simulator, liangxin_airflow, local_path
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +34,10 @@ TRIGGER_MODEL = "nano-banana-pro"
 LONG_WAIT = {WAIT_MODEL: {"durations": [0.5, 0.5, 20]}, TRIGGER_MODEL: {"durations": [0.5, 0.5, 15]}}
 FAULTS = {"models": {THROTTLED_MODEL: {"rate_limit_rate": 1.0, "retry_after": 2}, **LONG_WAIT}}
 RUN_TIMEOUT = 150
+VIEW = "e2e_result_view"
+#: reader may read the result view's and the deferred batch's DAGs; outsider only a DAG of no interest here.
+USERS = {"reader": "viewer", "outsider": "viewer"}
+SCOPES = f"reader={VIEW}|{DEFERRED};outsider=e2e_smoke"
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +50,17 @@ def stack(request, tmp_path_factory):
         dag_folders={"e2e-dags": E2E_DAGS},
         sim_durations="0.5,0.5,3",
         sim_faults=FAULTS,
-        # A killed triggerer's triggers go to a live one once its heartbeat is this old (default 30 s).
-        extra_env={"AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5"},
+        extra_env={
+            # A killed triggerer's triggers go to a live one once its heartbeat is this old (default 30 s).
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
+            # The result view's tests: real logins, per-DAG read rules.
+            "AIRFLOW__CORE__AUTH_MANAGER": "tests.support.dag_scoped_auth.DagScopedAuthManager",
+            "LIANGXIN_TEST_DAG_SCOPES": SCOPES,
+            "PYTHONPATH": str(REPO_ROOT),
+        },
+        users=USERS,
     ) as (env, sim):
-        env.wait_ready([DEFERRED, KILL_CREATE, KILL_WAIT, TRIGGERER_RESTART], timeout=180)
+        env.wait_ready([DEFERRED, KILL_CREATE, KILL_WAIT, TRIGGERER_RESTART, VIEW], timeout=180)
         failed_before = request.session.testsfailed
         yield env, sim, output
         if request.session.testsfailed > failed_before:
@@ -214,3 +231,106 @@ def test_triggerer_restart_while_deferred_resumes_without_creating(stack, runs, 
     results = env.xcom(TRIGGERER_RESTART, run_id, "generate")
     assert [r["state"] for r in results] == ["success"] * 4
     assert sim.stats()["created_per_model"][TRIGGER_MODEL] == 4
+
+
+# ----------------------------------------------------------------------------------------------- the result view
+
+
+@pytest.fixture(scope="module")
+def view_runs(stack, kills) -> dict[str, str]:
+    """Triggered once the kills are done, so they never add load to the kill tests' timing windows."""
+    env, _sim, _output = stack
+    return {
+        "stored": env.trigger(VIEW, {"prompt": "e2e view: stored"}),
+        "unstored": env.trigger(VIEW, {"prompt": "e2e view: not stored", "output_path": ""}, unpause=False),
+        "failed": env.trigger(VIEW, {"prompt": "e2e view: failed [sim:fail]"}, unpause=False),
+    }
+
+
+def view(env: AirflowEnv, dag_id: str, run_id: str, *, token: str | None, **params: Any) -> httpx.Response:
+    """The result view (or ``route`` below it) as the browser asks it: the UI's login cookie, or nothing."""
+    route = params.pop("route", "")
+    query = {"dag_id": dag_id, "run_id": run_id, "task_id": "generate", **params}
+    cookies = {"_token": token} if token else None
+    return httpx.get(
+        f"{env.base_url}/liangxin/v1/results{route}", params=query, cookies=cookies, timeout=60, follow_redirects=False
+    )
+
+
+def test_result_view_auth_single_failed_and_unstored(stack, view_runs):
+    env, sim, _output = stack
+    runs = view_runs
+    for key in ("stored", "unstored", "failed"):
+        finished(env, VIEW, runs[key], "failed" if key == "failed" else "success")
+    reader, outsider = env.token("reader"), env.token("outsider")
+    stored_run = runs["stored"]
+
+    # The extra link names the view, same origin, for a success and a failure alike.
+    for key in ("stored", "failed"):
+        links = env.get(f"/dags/{VIEW}/dagRuns/{runs[key]}/taskInstances/generate/links")
+        assert links["extra_links"]["LiangXin result"] == (
+            f"/liangxin/v1/results?dag_id={VIEW}&run_id={quote_plus(runs[key])}&task_id=generate&map_index=-1"
+        )
+
+    # Auth: no login, 401 (page and file); a login without access to this DAG, 403; with access, the page.
+    for route, extra in (("", {}), ("/file", {"item": 0, "index": 0})):
+        assert view(env, VIEW, stored_run, token=None, route=route, **extra).status_code == 401
+        assert view(env, VIEW, stored_run, token=outsider, route=route, **extra).status_code == 403
+    page = view(env, VIEW, stored_run, token=reader)
+    assert page.status_code == 200, page.text
+    result = env.xcom(VIEW, stored_run, "generate")
+    stored = result["stored"][0]
+    for shown in (result["task_id"], "seedream-v4-5", "e2e view: stored", stored["path"], '"aspect_ratio": "16:9"'):
+        assert shown in page.text
+    image = view(env, VIEW, stored_run, token=reader, route="/file", item=0, index=0)
+    assert image.status_code == 200
+    assert image.content == local_path(stored["path"]).read_bytes()
+    assert image.headers["content-type"] == "image/png"
+    thumb = view(env, VIEW, stored_run, token=reader, route="/file", item=0, index=0, thumb=1)
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert len(thumb.content) < len(image.content)
+    # The Bearer header works as for /api/v2; the API key appears nowhere.
+    by_header = httpx.get(
+        f"{env.base_url}/liangxin/v1/results",
+        params={"dag_id": VIEW, "run_id": stored_run, "task_id": "generate"},
+        headers={"Authorization": f"Bearer {reader}"},
+        timeout=60,
+    )
+    assert by_header.status_code == 200
+    assert sim.api_key not in page.text + by_header.text
+
+    # Not stored: the image is LiangXin's result URL, reached by a redirect.
+    unstored = env.xcom(VIEW, runs["unstored"], "generate")
+    assert "stored" not in unstored
+    moved = view(env, VIEW, runs["unstored"], token=reader, route="/file", item=0, index=0)
+    assert moved.status_code == 302
+    assert moved.headers["location"] == unstored["result_urls"][0]
+    assert httpx.get(moved.headers["location"], timeout=30).content.startswith(b"\x89PNG")
+
+    # Failed: LiangXin's failCode and failMsg.
+    failed = view(env, VIEW, runs["failed"], token=reader, format="json").json()
+    (item,) = failed["items"]
+    assert (item["state"], item["fail_msg"]) == ("fail", "simulated generation failure")
+    assert item["fail_code"]
+    page = view(env, VIEW, runs["failed"], token=reader).text
+    assert "failCode" in page
+    assert "simulated generation failure" in page
+
+
+def test_result_view_batch_grid(stack, runs, kills):
+    env, _sim, _output = stack
+    run_id = runs[DEFERRED]
+    finished(env, DEFERRED, run_id)
+    reader, outsider = env.token("reader"), env.token("outsider")
+    assert view(env, DEFERRED, run_id, token=outsider).status_code == 403
+    data = view(env, DEFERRED, run_id, token=reader, format="json").json()
+    assert data["kind"] == "batch"
+    assert [i["state"] for i in data["items"]] == ["success"] * 7 + ["fail"]
+    grid = view(env, DEFERRED, run_id, token=reader).text
+    assert "8 items: 7 succeeded, 1 not" in grid
+    assert grid.count('loading="lazy"') == 7
+    thumbs = [view(env, DEFERRED, run_id, token=reader, route="/file", item=i, index=0, thumb=1) for i in range(7)]
+    assert {t.headers["content-type"] for t in thumbs} == {"image/jpeg"}
+    assert view(env, DEFERRED, run_id, token=reader, route="/file", item=7, index=0).status_code == 404
+    links = env.get(f"/dags/{DEFERRED}/dagRuns/{run_id}/taskInstances/generate/links")
+    assert links["extra_links"]["LiangXin result"].startswith(f"/liangxin/v1/results?dag_id={DEFERRED}&")

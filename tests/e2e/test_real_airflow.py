@@ -14,6 +14,7 @@ import signal
 import time
 from collections import Counter
 from typing import Any
+from urllib.parse import quote_plus
 
 import httpx
 import pytest
@@ -188,9 +189,13 @@ def test_seedream_single_defers_and_stores_a_png(stack, runs):
     assert json.loads(local_path(result["stored"][0]["sidecar"]).read_text())
     assert str(image) in env.task_log(SINGLE, run_id, "report_image")
 
-    # The "LiangXin result" extra link, as the UI gets it, points at the stored image.
+    # The "LiangXin result" extra link, as the UI gets it, opens the result view of this task instance (same
+    # origin); the XCom keeps the stored image's path.
     links = env.get(f"/dags/{SINGLE}/dagRuns/{run_id}/taskInstances/generate_image/links")
-    assert links["extra_links"]["LiangXin result"] == result["stored"][0]["path"]
+    assert links["extra_links"]["LiangXin result"] == (
+        f"/liangxin/v1/results?dag_id={SINGLE}&run_id={quote_plus(run_id)}&task_id=generate_image&map_index=-1"
+    )
+    assert env.xcom(SINGLE, run_id, "generate_image", key="liangxin_result_url") == result["stored"][0]["path"]
 
 
 def test_content_batch_one_create_per_mapped_task(stack, runs):
@@ -260,13 +265,20 @@ def test_content_batch_one_create_per_mapped_task(stack, runs):
 
 
 def test_failed_generation_still_links_its_liangxin_task(stack, runs):
-    """A failed task's link names the LiangXin task (its recordInfo URL), pushed right after createTask."""
+    """A failed task has the link to the result view too, and LiangXin's reasons in XCom for it; the XCom
+    ``liangxin_result_url`` names the LiangXin task (its recordInfo URL), pushed right after createTask."""
     env, sim, _output = stack
     dag_id, run_id = runs["fail"]
     env.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
     liangxin_task_id = env.xcom(dag_id, run_id, "generate_image", key="task_id")
     links = env.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/generate_image/links")
-    assert links["extra_links"]["LiangXin result"] == f"{sim.base_url}/api/v1/jobs/recordInfo?taskId={liangxin_task_id}"
+    assert links["extra_links"]["LiangXin result"].startswith(f"/liangxin/v1/results?dag_id={dag_id}&")
+    assert env.xcom(dag_id, run_id, "generate_image", key="liangxin_result_url") == (
+        f"{sim.base_url}/api/v1/jobs/recordInfo?taskId={liangxin_task_id}"
+    )
+    failure = env.xcom(dag_id, run_id, "generate_image", key="liangxin_failure")
+    assert failure["task_id"] == liangxin_task_id
+    assert failure["fail_msg"]
 
 
 def test_failed_generation_fails_the_task_with_the_fail_message(stack, runs):

@@ -226,6 +226,24 @@ class TestSyncBatch:
         assert results[1]["task_id"]
         assert results[1]["result_urls"] == []
 
+    def test_the_extra_link_opens_the_result_view_once_the_batch_ran(self, sim):
+        """No link for a batch that failed validation or had nothing to make; the result view for one that ran
+        (success or failure alike)."""
+        from airflow_provider_liangxin.operators.liangxin import LiangxinResultLink
+
+        key = type("Key", (), {"dag_id": "d", "run_id": "r", "task_id": "batch", "map_index": -1})()
+        assert LiangxinBatchCreateTaskOperator.operator_extra_links == (LiangxinResultLink(),)
+        empty = batch(inputs=[])
+        empty.execute(make_context(FakeStateStore()))
+        assert LiangxinResultLink().get_link(empty, ti_key=key) == ""
+        sim.set_faults({"durations": [0, 0, 0.1]})
+        op = batch(inputs=[{"prompt": "bad [sim:fail]"}])
+        with pytest.raises(AirflowException):
+            op.execute(make_context(FakeStateStore(), ti()))
+        assert LiangxinResultLink().get_link(op, ti_key=key) == (
+            "/liangxin/v1/results?dag_id=d&run_id=r&task_id=batch&map_index=-1"
+        )
+
     def test_more_failures_than_max_failed_fail_the_task_with_the_results_in_xcom(self, sim):
         sim.set_faults({"durations": [0, 0, 0.1]})
         inputs = [{"prompt": "ok"}, {"prompt": "bad [sim:fail]"}]

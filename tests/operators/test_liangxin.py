@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from datetime import UTC, timedelta
@@ -494,6 +495,11 @@ class TestErrorBudgetSync:
         assert time.monotonic() - started < 2
 
 
+TI_KEY = collections.namedtuple("TI_KEY", "dag_id task_id run_id try_number map_index")(
+    "d", "gen", "manual__2026-11-29T09:00:00+00:00", 1, 3
+)
+
+
 class TestResultLink:
     def test_no_link_and_no_xcom_read_before_a_task_exists(self, monkeypatch):
         from airflow.providers.common.compat.sdk import XCom
@@ -506,13 +512,21 @@ class TestResultLink:
         monkeypatch.setattr(XCom, "get_value", no_xcom_reads)
         assert LiangxinResultLink().get_link(operator(), ti_key=None) == ""
 
-    def test_link_follows_the_task(self, sim_conn):
+    def test_link_opens_the_result_view_of_the_task_instance(self, sim_conn, monkeypatch):
+        """A same-origin path the UI draws (below [api] base_url's path), naming the task instance; the XCom keeps
+        the task's own URL."""
         from airflow_provider_liangxin.operators.liangxin import LiangxinResultLink
 
         instant(sim_conn)
         op = operator()
-        result = op.execute(make_context(FakeStateStore()))
-        assert LiangxinResultLink().get_link(op, ti_key=None) == result["result_urls"][0]
+        ti = FakeTI()
+        result = op.execute(make_context(FakeStateStore(), ti=ti))
+        assert ti.pushed_value(XCOM_RESULT_URL) == result["result_urls"][0]
+        assert LiangxinResultLink().get_link(op, ti_key=TI_KEY) == (
+            "/liangxin/v1/results?dag_id=d&run_id=manual__2026-11-29T09%3A00%3A00%2B00%3A00&task_id=gen&map_index=3"
+        )
+        monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/team-a/")
+        assert LiangxinResultLink().get_link(op, ti_key=TI_KEY).startswith("/team-a/liangxin/v1/results?dag_id=d&")
 
     @pytest.mark.parametrize(
         ("urls", "expected"),
@@ -532,16 +546,21 @@ class TestResultLink:
         record = TaskRecord(**{**record.__dict__, "result_urls": urls})
         op._complete(make_context(ti=ti), record, op.hook)
         assert ti.pushed_value(XCOM_RESULT_URL) == expected
-        assert LiangxinResultLink().get_link(op, ti_key=None) == (expected or "")
+        assert LiangxinResultLink().get_link(op, ti_key=TI_KEY).startswith("/liangxin/v1/results?")
 
-    def test_deferred_failure_links_the_liangxin_task(self, sim_conn):
-        from airflow_provider_liangxin.operators.liangxin import LiangxinResultLink
+    def test_deferred_failure_links_the_view_and_pushes_the_reasons(self, sim_conn):
+        from airflow_provider_liangxin.operators.liangxin import XCOM_FAILURE, LiangxinResultLink
 
         op = operator(deferrable=True)
+        ti = FakeTI()
         with pytest.raises(LiangxinTaskFailedException):
-            op.execute_complete(make_context(), make_event("fail", "task_seedream-v4-5_7", "x", None))
+            op.execute_complete(make_context(ti=ti), make_event("fail", "task_seedream-v4-5_7", "x", None))
         expected = f"{sim_conn.base_url}/api/v1/jobs/recordInfo?taskId=task_seedream-v4-5_7"
-        assert LiangxinResultLink().get_link(op, ti_key=None) == expected
+        assert ti.pushed_value(XCOM_RESULT_URL) == expected
+        assert LiangxinResultLink().get_link(op, ti_key=TI_KEY).startswith("/liangxin/v1/results?dag_id=d&")
+        failure = ti.pushed_value(XCOM_FAILURE)
+        assert failure["task_id"] == "task_seedream-v4-5_7"
+        assert set(failure) == {"task_id", "model", "prompt", "fail_code", "fail_msg"}
 
 
 class TestKeyMaskedOnResume:

@@ -331,11 +331,14 @@ def test_access_log_sees_the_path_without_the_token(db, clock):
 class TestPlugin:
     """What the api-server mounts, decided by [liangxin] callback_receiver_enabled and the compat module."""
 
-    def test_off_by_default(self):
+    def test_receiver_off_by_default(self):
+        """By default only the result view is mounted (docs/result-view.md); with it off too, nothing."""
         from airflow_provider_liangxin.plugins.callback_receiver import fastapi_apps
         from tests.test_callbacks import FakeConf
 
-        assert fastapi_apps(FakeConf()) == []
+        (entry,) = fastapi_apps(FakeConf())
+        assert entry["name"] == "LiangXin result view"
+        assert fastapi_apps(FakeConf(result_view_enabled="False")) == []
 
     def test_mounted_under_liangxin_when_enabled(self):
         from airflow_provider_liangxin.plugins.callback_receiver import fastapi_apps
@@ -343,6 +346,8 @@ class TestPlugin:
 
         (entry,) = fastapi_apps(FakeConf(callback_receiver_enabled="True"))
         assert entry["url_prefix"] == "/liangxin"
+        assert entry["name"] == "LiangXin callback receiver and result view"
+        (entry,) = fastapi_apps(FakeConf(callback_receiver_enabled="True", result_view_enabled="False"))
         assert entry["name"] == "LiangXin callback receiver"
 
     def test_missing_internals_disable_it_with_one_log_line(self, monkeypatch, caplog):
@@ -360,7 +365,7 @@ class TestPlugin:
 
         monkeypatch.setattr(builtins, "__import__", no_trigger_model)
         with caplog.at_level("WARNING"):
-            assert fastapi_apps(FakeConf(callback_receiver_enabled="True")) == []
+            assert fastapi_apps(FakeConf(callback_receiver_enabled="True", result_view_enabled="False")) == []
         (record,) = [r for r in caplog.records if "LiangXin" in r.getMessage()]
         assert "callback receiver disabled" in record.getMessage()
         assert "finish by polling" in record.getMessage()
@@ -369,7 +374,7 @@ class TestPlugin:
         from airflow_provider_liangxin.plugins.callback_receiver import fastapi_apps
         from tests.test_callbacks import FakeConf
 
-        conf = FakeConf(callback_receiver_enabled="True", callback_settle_seconds="soon")
+        conf = FakeConf(callback_receiver_enabled="True", callback_settle_seconds="soon", result_view_enabled="False")
         assert fastapi_apps(conf) == []
         assert "callback_settle_seconds must be a number" in caplog.text
 
@@ -382,3 +387,27 @@ class TestPlugin:
         (entry,) = [e for e in entries if e.name == "liangxin_callbacks"]
         assert entry.load() is LiangxinCallbackPlugin
         assert LiangxinCallbackPlugin.name == "liangxin_callbacks"
+
+    def test_result_view_app_is_built_on_first_request_with_cores_auth(self):
+        """The plugin's app is a LazyApp (nothing heavy at import in workers); built, it answers the result view's
+        route through core_api's own auth dependency: no credentials, 401."""
+        from airflow_provider_liangxin.plugins.callback_receiver import LazyApp, fastapi_apps
+        from tests.test_callbacks import FakeConf
+
+        (entry,) = fastapi_apps(FakeConf())
+        assert isinstance(entry["app"], LazyApp)
+        assert entry["app"]._app is None
+        response = TestClient(entry["app"]).get("/v1/results", params={"dag_id": "d", "run_id": "r", "task_id": "t"})
+        assert response.status_code == 401
+        assert entry["app"]._app is not None
+
+    def test_task_instance_tab(self):
+        from airflow_provider_liangxin.plugins.callback_receiver import LiangxinCallbackPlugin, external_views
+        from tests.test_callbacks import FakeConf
+
+        (view,) = LiangxinCallbackPlugin.external_views
+        assert view["destination"] == "task_instance"
+        assert view["href"] == (
+            "/liangxin/v1/results?dag_id={DAG_ID}&run_id={RUN_ID}&task_id={TASK_ID}&map_index={MAP_INDEX}"
+        )
+        assert external_views(FakeConf(result_view_enabled="False")) == []
