@@ -1,8 +1,9 @@
 """The fault suite's CI subset (the full suite is ``./run faults``, tests/e2e/fault_suite.py).
 
-25 LiangXin tasks (single-operator tasks, mapped task instances and a batch) on a real Airflow with two triggerers,
-while the simulator answers recordInfo with 20 % 5xx, 10 % 429 and 5 % dropped connections, fails 10 % of tasks and
-is restarted mid-run, and the busiest triggerer is killed with SIGKILL. The same invariants as the full suite.
+21 LiangXin tasks (5 single-operator tasks, 6 mapped task instances and a batch of 10) on a real Airflow with two
+triggerers, while the simulator answers recordInfo with 20 % 5xx, 10 % 429 and 5 % dropped connections, fails 10 % of
+tasks and is restarted mid-run, and the busiest triggerer is killed with SIGKILL. The same invariants as the full
+suite.
 """
 
 from __future__ import annotations
