@@ -226,17 +226,20 @@ class FaultSuite:
 
     # ---------------------------------------------------------------- Airflow look-ups
     def _get(self, path: str, **params: Any) -> Any:
-        for attempt in range(10):  # the api-server may be restarting
+        """A REST read, tried again for up to 3 minutes: the api-server may be restarting (30-60 s under load)."""
+        deadline = time.monotonic() + 180
+        while True:
             try:
                 response = self.client.get(path, params=params)
                 if response.status_code < 500:
                     response.raise_for_status()
                     return response.json()
-            except httpx.TransportError:
-                pass
-            time.sleep(min(1 + attempt, 5))
-        response.raise_for_status()
-        raise RuntimeError(f"GET {path}: no answer")
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"GET {path}: no answer for 3 minutes ({problem})")
+            time.sleep(2)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
