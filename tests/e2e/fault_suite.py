@@ -49,6 +49,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script (./run faults)
 
 from tests.e2e.airflow_env import (  # noqa: E402
     E2E_DAGS,
+    SQLITE_SETTINGS_MODULE,
     AirflowEnv,
     Progress,
     Simulator,
@@ -79,9 +80,6 @@ FAULTS: dict[str, Any] = {
 #: (Airflow 3.3.2's deferral race, apache/airflow#72716, would be measured instead of the faults).
 SIM_DURATIONS = "1,1,6"
 TRIGGERER_HEALTH_CHECK_THRESHOLD = 5
-#: A module in the Airflow home holding the SQLite connect arguments (Airflow imports them by dotted path).
-SQLITE_ARGS_MODULE = "liangxin_faults_sqlite"
-SQLITE_BUSY_TIMEOUT = 60
 #: The text of Airflow's deferral race (apache/airflow#72716) in a scheduler log.
 #: The provider's log of a createTask whose connection closed without an answer (one line per lost call).
 LOST_CREATE = re.compile(r"createTask[^\n]*?(?:Server disconnected without sending a response|RemoteProtocolError)")
@@ -536,8 +534,6 @@ def fault_deployment(
     trigger rows' kwargs), a fresh non-dev API key (the dev key is public and printed by the simulator) and the
     simulator with ``--db`` (tasks and counters survive its restart)."""
     fernet_key = Fernet.generate_key().decode()
-    home.mkdir(parents=True, exist_ok=True)
-    (home / f"{SQLITE_ARGS_MODULE}.py").write_text(f"CONNECT_ARGS = {{'timeout': {SQLITE_BUSY_TIMEOUT}}}\n")
     with liangxin_airflow(
         output_dir=home / "output",
         home=home,
@@ -552,10 +548,8 @@ def fault_deployment(
             "AIRFLOW__CORE__FERNET_KEY": fernet_key,
             # A killed triggerer's triggers go to a live one once its heartbeat is this old (default 30 s).
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(TRIGGERER_HEALTH_CHECK_THRESHOLD),
-            # SQLite lets one writer in at a time; at a load average of 20-40 a component waiting longer than
-            # pysqlite's default 5 s crashes on "database is locked" (the scheduler did). The harness's SQLite is
-            # the test bed's limit, not the provider's: give writers a minute.
-            "PYTHONPATH": str(home),
+            # The harness gives SQLite writers a minute (sync engine); the api-server's async engine too.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_SETTINGS_MODULE}.CONNECT_ARGS",
             # Task processes talk to the api-server (the Execution API). At that load it answered a task's start
             # call after more than the default 5 s, and the task failed before it ran; and while the api-server
             # restarts (30-60 s here) the default 5 tries are spent. Production-sized values for a loaded box:
@@ -565,8 +559,6 @@ def fault_deployment(
             # running tasks for orphans and reset them to a new try, and those between createTask and recording
             # the taskId created a second LiangXin task (docs/faults.md, "What the runs found").
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "180",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_ARGS_MODULE}.CONNECT_ARGS",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_ARGS_MODULE}.CONNECT_ARGS",
         },
     ) as (env, sim):
         assert sim is not None
