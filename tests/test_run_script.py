@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_help_is_the_header_comment_and_nothing_else(args):
     done = subprocess.run([str(REPO_ROOT / "run"), *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    for command in ("./run demo", "./run tests", "./run bench"):
+    for command in ("./run demo", "./run tests", "./run bench", "./run faults"):
         assert command in done.stdout
     assert "set -" not in done.stdout  # the shell's options were printed as help
     assert not re.search(r"^#", done.stdout, re.M), done.stdout

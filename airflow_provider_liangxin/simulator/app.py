@@ -120,6 +120,10 @@ def _add_admin_routes(app: FastAPI, simulator: Simulator) -> None:
     async def stats() -> Response:
         return json_response(simulator.snapshot())
 
+    @app.get("/_sim/tasks", tags=["admin"], summary="Every task: id, model, prompt, state, decided outcome")
+    async def tasks() -> Response:
+        return json_response({"tasks": simulator.task_list()})
+
     @app.get("/_sim/faults", tags=["admin"])
     async def get_faults() -> Response:
         return json_response(simulator.dice.config.to_dict())

@@ -1,8 +1,10 @@
-"""Optional SQLite mirror of the task store, so a restarted simulator keeps its tasks.
+"""Optional SQLite mirror of the task store, so a restarted simulator keeps its tasks (and its counters).
 
 Only the createTask decisions are stored (and the callback delivery state); since lifecycle times are absolute
 epoch ms, a restored task continues exactly where the clock says it is. WAL mode with synchronous=NORMAL keeps
-an insert per createTask cheap enough for load tests.
+an insert per createTask cheap enough for load tests. The request counters of ``/_sim/stats`` are written once,
+when the server stops, and added back when it starts: a load test that restarts the simulator mid-run reads the
+faults it injected over the whole run (a killed simulator loses the counts of its last run, not its tasks).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from airflow_provider_liangxin.simulator.state import Task
 
@@ -34,6 +37,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     echo_auth INTEGER NOT NULL DEFAULT 0
 )
 """
+_STATS_SCHEMA = "CREATE TABLE IF NOT EXISTS stats (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL)"
 _COLUMNS = (
     "task_id, model, param, created_ms, lengths, outcome, fail_code, fail_msg, callback_url, slow, width, "
     "height, content_key, video, callback_state, echo_auth"
@@ -49,6 +53,7 @@ class TaskDB:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(_SCHEMA)
+        self._conn.execute(_STATS_SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(tasks)")}
         if "echo_auth" not in columns:  # a database written before the column existed
             self._conn.execute("ALTER TABLE tasks ADD COLUMN echo_auth INTEGER NOT NULL DEFAULT 0")
@@ -102,8 +107,17 @@ class TaskDB:
                 echo_auth=bool(echo_auth),
             )
 
+    def save_stats(self, snapshot: dict[str, Any]) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO stats (id, snapshot) VALUES (1, ?)", (json.dumps(snapshot),))
+
+    def load_stats(self) -> dict[str, Any]:
+        """The counters saved by the last clean stop (empty when there was none)."""
+        row = self._conn.execute("SELECT snapshot FROM stats WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else {}
+
     def clear(self) -> None:
         self._conn.execute("DELETE FROM tasks")
+        self._conn.execute("DELETE FROM stats")
 
     def close(self) -> None:
         self._conn.close()

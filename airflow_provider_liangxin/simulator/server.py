@@ -174,6 +174,9 @@ class SimulatorServer:
     def stats(self) -> dict[str, Any]:
         return self._admin("GET", "stats")  # type: ignore[no-any-return]
 
+    def tasks(self) -> list[dict[str, Any]]:
+        return self._admin("GET", "tasks")["tasks"]  # type: ignore[no-any-return]
+
     def faults(self) -> dict[str, Any]:
         return self._admin("GET", "faults")  # type: ignore[no-any-return]
 

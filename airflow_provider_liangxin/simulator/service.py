@@ -122,6 +122,12 @@ def _decode_json_object(raw: bytes) -> tuple[dict[str, Any], str] | Answer:
         return bad_request("request body must be valid UTF-8 JSON: a string holds a lone surrogate escape")
 
 
+def _prompt_of(param: str) -> str | None:
+    """``input.prompt`` of a stored request body (None when it has none, e.g. a video model's image-only input)."""
+    prompt = json.loads(param).get("input", {}).get("prompt")
+    return prompt if isinstance(prompt, str) else None
+
+
 class Simulator:
     """One simulated LiangXin deployment: its tasks, faults, counters and callback dispatcher."""
 
@@ -130,6 +136,8 @@ class Simulator:
         db = TaskDB(self.config.db_path) if self.config.db_path else None
         self.store = TaskStore(self.config.public_base_url, db)
         self.stats = Stats()
+        if db is not None:
+            self.stats.add(db.load_stats())
         self.dice = FaultDice(self.config.faults)
         self.api_keys = frozenset(key.encode() for key in self.config.api_keys)
         self.callbacks = CallbackDispatcher(
@@ -147,6 +155,7 @@ class Simulator:
     async def stop(self) -> None:
         await self.callbacks.stop()
         if self.store.db is not None:
+            self.store.db.save_stats(self.stats.snapshot())
             self.store.db.close()
 
     def set_faults(self, faults: FaultConfig) -> None:
@@ -158,6 +167,22 @@ class Simulator:
         self.stats.reset()
         self.callbacks.reset()
         self.dice = FaultDice(self.config.faults)
+
+    def task_list(self) -> list[dict[str, Any]]:
+        """Every task with its prompt, current state and decided outcome, for ``GET /_sim/tasks``: what a load
+        test compares its Airflow tasks with. No recordInfo call, so no fault dice and no counter is touched."""
+        at = now_ms()
+        return [
+            {
+                "taskId": task.task_id,
+                "model": task.model,
+                "prompt": _prompt_of(task.param),
+                "state": task.phase(at).state,
+                "outcome": task.outcome,
+                "createTime": task.created_ms,
+            }
+            for task in self.store.tasks.values()
+        ]
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_liangxin._api import CREATE_TASK_PATH, RECORD_INFO_PATH
@@ -47,3 +48,12 @@ class Stats:
             "created_per_model": dict(self.created_per_model),
             "recordinfo_per_task": dict(self.recordinfo_per_task),
         }
+
+    def add(self, saved: Mapping[str, Any]) -> None:
+        """Add a saved :meth:`snapshot` (an earlier run's, kept in the ``--db`` file) to these counters, so a
+        restarted simulator reports one set of numbers for the whole load test."""
+        for route, statuses in (saved.get("requests") or {}).items():
+            counter = self.requests.setdefault(route, Counter())
+            counter.update({str(status): int(n) for status, n in statuses.items()})
+        self.created_per_model.update(saved.get("created_per_model") or {})
+        self.recordinfo_per_task.update(saved.get("recordinfo_per_task") or {})

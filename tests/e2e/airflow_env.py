@@ -348,17 +348,22 @@ class Simulator(SimulatorProcess):
         faults: Mapping[str, Any] | None = None,
         log_dir: Path | None = None,
         extra_args: Iterable[str] = (),
+        api_key: str | None = None,
     ):
         args = ["--durations", durations, "--log-level", "warning", *extra_args]
         if faults:
             args += ["--faults", json.dumps(faults)]
+        if api_key:  # a key of the caller's: the simulator then prints none (the dev key it prints is public)
+            args += ["--api-key", api_key]
         # A folder of our own is removed by stop(); a caller's ``log_dir`` is the caller's to keep.
         self.own_log_dir = None if log_dir else Path(tempfile.mkdtemp(prefix="liangxin-sim-"))
         log_path = Path(log_dir or self.own_log_dir) / "simulator.log"  # type: ignore[arg-type]
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        super().__init__(args, log_path=log_path)
+        super().__init__(args, log_path=log_path, **({"api_key": api_key} if api_key else {}))
         self.stop_report: StopReport | None = None
         self._starting = False
+        #: Restarts done by ``restart()``.
+        self.restarts = 0
 
     def start(self, timeout: float = 20.0) -> Simulator:
         with deferred_signals():
@@ -403,10 +408,30 @@ class Simulator(SimulatorProcess):
                 self._remove_own_log_dir()
             return code
 
+    def restart(self, down: float = 0.0, timeout: float = 20.0) -> None:
+        """Stop the simulator (SIGTERM: in-flight answers finish, the counters are saved with ``--db``), stay down
+        ``down`` seconds (clients meet refused connections), and start it again on the same port and arguments."""
+        with deferred_signals():
+            SimulatorProcess.stop(self)
+        time.sleep(down)
+        self.restarts += 1
+        try:
+            SimulatorProcess.start(self, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
     def stats(self) -> dict[str, Any]:
         response = httpx.get(f"{self.base_url}/_sim/stats", timeout=10)
         response.raise_for_status()
         return response.json()
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every LiangXin task with its prompt, state and decided outcome (``GET /_sim/tasks``: no recordInfo call,
+        so no fault dice and no poll counted)."""
+        response = httpx.get(f"{self.base_url}/_sim/tasks", timeout=30)
+        response.raise_for_status()
+        return response.json()["tasks"]
 
     def callbacks(self) -> list[dict[str, Any]]:
         """The simulator's callback delivery log (``taskId``, ``url``, ``attempt``, ``status``, ``ok``, ...)."""
@@ -445,7 +470,14 @@ class AirflowEnv:
         progress: Callable[[str], None] | None = None,
         callbacks: bool = False,
         users: Mapping[str, str] | None = None,
+        triggerers: int = 1,
     ) -> None:
+        if triggerers < 1:
+            raise ValueError(f"triggerers must be >= 1, got {triggerers}")
+        #: Triggerer components: ``triggerer``, then ``triggerer-2``, ... (each its own process and log file).
+        self.triggerers = ["triggerer", *(f"triggerer-{i}" for i in range(2, triggerers + 1))]
+        #: Each component's ``airflow`` arguments, so ``start_component`` can start it again after a stop or kill.
+        self.component_args: dict[str, list[str]] = {}
         #: Without ``home`` the env makes a temp folder of its own, and stop() removes it.
         self.owns_home = home is None
         self.home = Path(home or tempfile.mkdtemp(prefix="liangxin-airflow-"))
@@ -536,15 +568,28 @@ class AirflowEnv:
         env.update(extra)
         return env
 
-    def stop_component(self, name: str, grace: float = STOP_GRACE) -> None:
-        """End one component's whole session (e.g. every triggerer process) while the rest keeps running."""
+    def session_members(self, proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+        members = []
+        for candidate in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(candidate.pid) == proc.pid:
+                    members.append(candidate)
+        return members
+
+    def stop_component(self, name: str, grace: float = STOP_GRACE, *, leader_first: float = 0.0) -> None:
+        """End one component's whole session (e.g. every triggerer process) while the rest keeps running.
+
+        ``leader_first`` > 0: SIGTERM only the component's own process first and give it that many seconds to shut
+        down its own way, as a deployment's rolling restart does (the scheduler's LocalExecutor lets the tasks it
+        runs finish: a deferring task defers, nothing is killed half-way); then the rest of the session is ended.
+        """
         proc = self.procs.pop(name)
         with deferred_signals():
-            members = []
-            for candidate in psutil.process_iter():
-                with contextlib.suppress(psutil.Error, OSError):
-                    if os.getsid(candidate.pid) == proc.pid:
-                        members.append(candidate)
+            if leader_first > 0:
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=leader_first)
+            members = self.session_members(proc)
             for member in members:
                 with contextlib.suppress(psutil.Error):
                     member.terminate()
@@ -554,6 +599,34 @@ class AirflowEnv:
             _wait_gone(members, 5.0)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
+
+    def kill_component(self, name: str) -> int:
+        """SIGKILL every process of one component's session at once (a crashed host, ``kill -9``): nothing gets to
+        clean up or say goodbye. Returns how many processes were killed."""
+        proc = self.procs.pop(name)
+        with deferred_signals():
+            members = self.session_members(proc)
+            for member in members:
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+            _wait_gone(members, 5.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        return len(members)
+
+    def start_component(self, name: str) -> None:
+        """Start a component again (after ``stop_component`` or ``kill_component``) with its original arguments."""
+        if name in self.procs:
+            raise RuntimeError(f"airflow {name} is still running")
+        self._spawn(name, self.component_args[name])
+
+    def restart_component(self, name: str, *, leader_first: float = 0.0) -> None:
+        self.stop_component(name, leader_first=leader_first)
+        self.start_component(name)
+
+    def alive_triggerer_jobs(self) -> list[dict[str, Any]]:
+        """The triggerer jobs Airflow counts as alive (heartbeat within ``triggerer_health_check_threshold``)."""
+        return self.get("/jobs", params={"job_type": "TriggererJob", "is_alive": True, "limit": 100})["jobs"]
 
     def _popen(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         """``airflow <args>`` in a session of its own, logging to ``component-logs/<name>.log``, tracked before
@@ -574,6 +647,7 @@ class AirflowEnv:
         return proc
 
     def _spawn(self, name: str, args: list[str]) -> None:
+        self.component_args[name] = args
         self.procs[name] = self._popen(name, args)
 
     def start(self) -> AirflowEnv:
@@ -595,11 +669,13 @@ class AirflowEnv:
         if code != 0:
             raise RuntimeError(f"airflow db migrate exited with {code}\n{tail(self.component_logs / 'db-migrate.log')}")
         self.timings["db_migrate"] = time.monotonic() - t0
-        self.progress(f"starting Airflow: {', '.join(COMPONENTS)} (LocalExecutor, SQLite)")
+        extra = f" x{len(self.triggerers)}" if len(self.triggerers) > 1 else ""
+        self.progress(f"starting Airflow: {', '.join(COMPONENTS)}{extra} (LocalExecutor, SQLite)")
         self._spawn("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
         self._spawn("scheduler", ["scheduler", "--skip-serve-logs"])
         self._spawn("dag-processor", ["dag-processor"])
-        self._spawn("triggerer", ["triggerer", "--skip-serve-logs"])
+        for name in self.triggerers:
+            self._spawn(name, ["triggerer", "--skip-serve-logs"])
         self.progress(f"waiting for the api-server on {self.base_url}")
         return self
 
@@ -637,6 +713,11 @@ class AirflowEnv:
                 last = (health, sorted(dags))
                 for dag_id in sorted(wanted & dags):
                     once(f"dag:{dag_id}", f"DAG {dag_id} parsed")
+                if healthy and len(self.triggerers) > 1:
+                    alive = len(self.alive_triggerer_jobs())
+                    healthy = alive >= len(self.triggerers)
+                    if healthy:
+                        once("triggerers", f"{alive} triggerers alive")
                 if healthy and wanted <= dags:
                     self.timings["startup"] = time.monotonic() - self._started_at
                     return
@@ -762,7 +843,7 @@ class AirflowEnv:
     def component_tails(self, lines: int = 40) -> str:
         return "\n".join(
             f"===== {name} (last {lines} lines)\n{tail(self.component_logs / f'{name}.log', lines)}"
-            for name in ("db-migrate", *COMPONENTS)
+            for name in ("db-migrate", *COMPONENTS, *self.triggerers[1:])
             if (self.component_logs / f"{name}.log").exists()
         )
 
@@ -781,7 +862,7 @@ class AirflowEnv:
             out.append(f"=== {label}: {ti['state']} (try {ti['try_number']})")
             for attempt in range(1, max(ti["try_number"], 1) + 1):
                 out.append(self.task_log(dag_id, run_id, ti["task_id"], attempt, ti["map_index"]) or "<no log file>")
-        for name in ("scheduler", "triggerer"):
+        for name in ("scheduler", *self.triggerers):
             out.append(f"===== {name} (last {lines} lines)\n{tail(self.component_logs / f'{name}.log', lines)}")
         return "\n".join(out)
 
@@ -858,6 +939,8 @@ def liangxin_airflow(
     callbacks: bool = False,
     sim_args: Iterable[str] = (),
     users: Mapping[str, str] | None = None,
+    sim_api_key: str | None = None,
+    triggerers: int = 1,
 ) -> Iterator[tuple[AirflowEnv, Simulator | None]]:
     """A simulator (unless ``base_url`` is given) and an Airflow whose ``liangxin_default`` connection points at it.
 
@@ -873,7 +956,11 @@ def liangxin_airflow(
             # a few times over ~8 s as the real one "retries briefly".
             extra_args = [*(["--allow-insecure-callbacks", "--callback-attempts", "5"] if callbacks else []), *sim_args]
             sim = Simulator(
-                durations=sim_durations, faults=sim_faults, log_dir=home or own_home, extra_args=extra_args
+                durations=sim_durations,
+                faults=sim_faults,
+                log_dir=home or own_home,
+                extra_args=extra_args,
+                api_key=sim_api_key,
             ).start()
             say(f"simulator ready on {sim.base_url}")
             conn = sim.connection_json()
@@ -887,6 +974,7 @@ def liangxin_airflow(
             progress=progress,
             callbacks=callbacks,
             users=users,
+            triggerers=triggerers,
         )
         env.owns_home = own_home is not None
         try:

@@ -176,6 +176,30 @@ def test_task_fail_and_never_rates(client: httpx.Client, sim: SimulatorServer) -
     assert stuck["state"] == "generating"
 
 
+def test_task_list_shows_each_prompt_and_decided_outcome_without_rolling_dice(
+    client: httpx.Client, sim: SimulatorServer
+) -> None:
+    """What a load test compares its Airflow tasks with: the outcome LiangXin decided for each prompt, read without
+    a recordInfo call (which the fault dice could answer with a 500, and which would count as a poll)."""
+    sim.set_faults({"task_fail_rate": 0.5, "seed": 3, "durations": [0, 0, 0]})
+    ids = [create(client, f"listed {i}") for i in range(20)]
+    sim.set_faults({"recordinfo_error_rate": 1.0})
+    requests_before = sim.stats()["requests"]
+
+    listed = sim.tasks()
+
+    requests_after = sim.stats()["requests"]
+    assert [t["taskId"] for t in listed] == ids
+    assert [t["prompt"] for t in listed] == [f"listed {i}" for i in range(20)]
+    assert {t["outcome"] for t in listed} == {"success", "fail"}  # a seeded half each way: both occur
+    assert [t["state"] for t in listed] == [t["outcome"] for t in listed]  # zero durations: already done
+    assert requests_after.get("GET /api/v1/jobs/recordInfo") == requests_before.get("GET /api/v1/jobs/recordInfo")
+    assert requests_after["GET /_sim/tasks"] == {"200": 1}
+    assert sim.stats()["recordinfo_per_task"] == {}
+    sim.set_faults({})
+    assert [record(client, task_id)["state"] for task_id in ids] == [t["outcome"] for t in listed]
+
+
 def test_per_model_rules_override_run_wide_settings(client: httpx.Client, sim: SimulatorServer) -> None:
     sim.set_faults({"durations": [0, 0, 0], "models": {"flux-2-pro": {"task_fail_rate": 1.0}}})
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from airflow_provider_liangxin._api import RECORD_INFO_PATH
 from airflow_provider_liangxin.simulator import SimulatorConfig, run_simulator
 from tests.simulator.conftest import CallbackReceiver, create, record, wait_for_state, wait_until
 
@@ -38,6 +39,31 @@ def test_tasks_survive_a_restart_and_keep_progressing(tmp_path: Path, receiver: 
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/png"
     assert receiver.bodies("/ok")[0]["data"]["taskId"] == with_callback
+
+
+def test_counters_survive_a_clean_restart(tmp_path: Path) -> None:
+    """A load test that restarts the simulator mid-run reads the faults it injected over the whole run."""
+    config = SimulatorConfig(durations=(0, 0, 0), db_path=str(tmp_path / "sim.db"), faults={"recordinfo_error_rate": 1})
+    with run_simulator(config) as first, _client(first.base_url, first.api_key) as client:
+        task_id = create(client)
+        assert client.get(RECORD_INFO_PATH, params={"taskId": task_id}).status_code == 500
+        assert client.get(RECORD_INFO_PATH, params={"taskId": task_id}).status_code == 500
+    with run_simulator(config) as second, _client(second.base_url, second.api_key) as client:
+        second.set_faults({})
+        assert client.get(RECORD_INFO_PATH, params={"taskId": task_id}).status_code == 200
+        stats = second.stats()
+        second.reset()
+        after_reset = second.stats()
+    with run_simulator(config) as third:
+        after_reset_and_restart = third.stats()
+
+    assert stats["requests"]["GET /api/v1/jobs/recordInfo"] == {"500": 2, "200": 1}
+    assert stats["requests"]["POST /api/v1/jobs/createTask"] == {"200": 1}
+    assert stats["created_per_model"] == {"seedream-v4-5": 1}
+    assert stats["recordinfo_per_task"] == {task_id: 1}
+    assert "GET /api/v1/jobs/recordInfo" not in after_reset["requests"]
+    assert "GET /api/v1/jobs/recordInfo" not in after_reset_and_restart["requests"]
+    assert after_reset_and_restart["task_ids"] == []
 
 
 def test_without_a_db_a_restart_forgets(tmp_path: Path) -> None:
