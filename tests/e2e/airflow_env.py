@@ -58,6 +58,37 @@ EXAMPLE_DAGS = REPO_ROOT / "dags"
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: The executor a stack runs on unless its test asks for one: ``local`` (LocalExecutor) or ``celery``
+#: (CeleryExecutor: a Redis broker and ``airflow celery worker`` processes, see ``AirflowEnv``); ``./run celery``
+#: sets it to run the e2e suite on Celery workers.
+EXECUTOR_ENV = "LIANGXIN_E2E_EXECUTOR"
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+
+
+def e2e_executor() -> str:
+    """The executor named by ``LIANGXIN_E2E_EXECUTOR`` (``local`` when unset)."""
+    name = os.environ.get(EXECUTOR_ENV, "").strip().lower() or "local"
+    if name not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected one of {', '.join(EXECUTORS)}")
+    return name
+
+
+def redis_server_binary() -> str:
+    """Debian's ``redis-server`` (``./run celery`` installs the package when it is missing)."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("the CeleryExecutor stack needs redis-server: run ./run celery (it installs it)")
+    return found
+
+
+def redis_ping(port: int, timeout: float = 2.0) -> bool:
+    """Whether a Redis server answers PING on loopback ``port`` (raw RESP: no client library needed here)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -443,7 +474,14 @@ class AirflowEnv:
         home: Path | None = None,
         progress: Callable[[str], None] | None = None,
         callbacks: bool = False,
+        executor: str | None = None,
+        celery_workers: int = 2,
+        celery_concurrency: int = 4,
     ) -> None:
+        """``executor``: ``local`` or ``celery`` (default: ``LIANGXIN_E2E_EXECUTOR``, else ``local``). With
+        ``celery`` the env also runs a Redis server (broker and result backend; no persistence, its folder in the
+        home) and ``celery_workers`` separate ``airflow celery worker`` components (``celery-worker-1``, ...) of
+        ``celery_concurrency`` pool processes each, without serve-logs."""
         #: Without ``home`` the env makes a temp folder of its own, and stop() removes it.
         self.owns_home = home is None
         self.home = Path(home or tempfile.mkdtemp(prefix="liangxin-airflow-"))
@@ -455,6 +493,12 @@ class AirflowEnv:
         self.procs: dict[str, subprocess.Popen] = {}
         #: The LiangXin callback receiver mounted in the api-server, LiangXin told to call back its loopback URL.
         self.callbacks = callbacks
+        self.executor = executor or e2e_executor()
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
+        self.celery_workers = [f"celery-worker-{n}" for n in range(1, celery_workers + 1)] if self.celery else []
+        self.celery_concurrency = celery_concurrency
+        self.redis_port = free_port() if self.celery else None
         self.env = self._environment(env or {})
         self.timings: dict[str, float] = {}
         self.progress = progress or _quiet
@@ -511,6 +555,19 @@ class AirflowEnv:
                 "NO_COLOR": "1",
             }
         )
+        if self.celery:
+            redis = f"redis://127.0.0.1:{self.redis_port}"
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
+                    # Results in Redis too: a db+sqlite backend would add writers to the one SQLite file.
+                    "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis}/1",
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.celery_concurrency),
+                    # The provider's default (1 day), said explicitly: without it every worker logs a warning.
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+                }
+            )
         if self.callbacks:
             env["AIRFLOW__LIANGXIN__CALLBACK_RECEIVER_ENABLED"] = "True"
             env["AIRFLOW__LIANGXIN__CALLBACK_BASE_URL"] = self.base_url
@@ -536,13 +593,13 @@ class AirflowEnv:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
 
-    def _popen(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        """``airflow <args>`` in a session of its own, logging to ``component-logs/<name>.log``, tracked before
-        any signal can interrupt (see ``deferred_signals``)."""
+    def _popen(self, name: str, args: list[str], *, program: str | None = None) -> subprocess.Popen[bytes]:
+        """``airflow <args>`` (or ``program <args>``) in a session of its own, logging to
+        ``component-logs/<name>.log``, tracked before any signal can interrupt (see ``deferred_signals``)."""
         self.component_logs.mkdir(parents=True, exist_ok=True)
         with (self.component_logs / f"{name}.log").open("ab") as log, deferred_signals():
             proc = subprocess.Popen(
-                [_bin("airflow"), *args],
+                [program or _bin("airflow"), *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -554,8 +611,8 @@ class AirflowEnv:
             _register(self)
         return proc
 
-    def _spawn(self, name: str, args: list[str]) -> None:
-        self.procs[name] = self._popen(name, args)
+    def _spawn(self, name: str, args: list[str], *, program: str | None = None) -> None:
+        self.procs[name] = self._popen(name, args, program=program)
 
     def start(self) -> AirflowEnv:
         t0 = time.monotonic()
@@ -574,13 +631,81 @@ class AirflowEnv:
         if code != 0:
             raise RuntimeError(f"airflow db migrate exited with {code}\n{tail(self.component_logs / 'db-migrate.log')}")
         self.timings["db_migrate"] = time.monotonic() - t0
-        self.progress(f"starting Airflow: {', '.join(COMPONENTS)} (LocalExecutor, SQLite)")
+        if self.celery:
+            self._start_redis()
+        self.progress(f"starting Airflow: {', '.join(COMPONENTS)} ({EXECUTORS[self.executor]}, SQLite)")
         self._spawn("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
         self._spawn("scheduler", ["scheduler", "--skip-serve-logs"])
         self._spawn("dag-processor", ["dag-processor"])
         self._spawn("triggerer", ["triggerer", "--skip-serve-logs"])
+        for name in self.celery_workers:
+            self._spawn_celery_worker(name)
         self.progress(f"waiting for the api-server on {self.base_url}")
         return self
+
+    # ---------------------------------------------------------------- CeleryExecutor
+    @property
+    def celery(self) -> bool:
+        return self.executor == "celery"
+
+    def _start_redis(self, timeout: float = 30.0) -> None:
+        """The broker: ``redis-server`` on loopback, no RDB/AOF persistence, working folder ``<home>/redis``."""
+        assert self.redis_port is not None
+        folder = self.home / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.progress(f"starting Redis on 127.0.0.1:{self.redis_port} (CeleryExecutor broker)")
+        args = ["--port", str(self.redis_port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(folder), "--daemonize", "no", "--databases", "4"]
+        self._spawn("redis", args, program=redis_server_binary())
+        deadline = time.monotonic() + timeout
+        while not redis_ping(self.redis_port):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis not answering after {timeout}s\n{tail(self.component_logs / 'redis.log')}")
+            time.sleep(0.1)
+
+    def _spawn_celery_worker(self, name: str) -> None:
+        """One ``airflow celery worker`` (its own session and log), named ``<name>@<host>`` so several can share
+        the machine; no serve-logs server (it would listen on 0.0.0.0), no mingle/gossip chatter."""
+        args = ["celery", "worker", "--skip-serve-logs", "--concurrency", str(self.celery_concurrency)]
+        args += ["--celery-hostname", f"{name}@%h", "--without-mingle", "--without-gossip"]
+        self._spawn(name, args)
+
+    def celery_workers_ready(self) -> list[str]:
+        """The workers whose log says Celery's ``<name>@<host> ready.``"""
+        ready = []
+        for name in self.celery_workers:
+            with contextlib.suppress(OSError):
+                if f"{name}@" in (text := (self.component_logs / f"{name}.log").read_text(errors="replace")) and (
+                    " ready." in text
+                ):
+                    ready.append(name)
+        return ready
+
+    def component_of(self, pid: int) -> str | None:
+        """The component (``procs`` key) whose session ``pid`` runs in."""
+        with contextlib.suppress(OSError):
+            sid = os.getsid(pid)
+            return next((name for name, proc in self.procs.items() if proc.pid == sid), None)
+        return None
+
+    def kill_component(self, name: str) -> list[int]:
+        """SIGKILL one component's whole session at once (a crashed machine: no cleanup, no goodbye to the
+        broker or the api-server); returns the pids killed. The rest of the deployment keeps running."""
+        proc = self.procs.pop(name)
+        with deferred_signals():
+            members = []
+            for candidate in psutil.process_iter():
+                with contextlib.suppress(psutil.Error, OSError):
+                    if os.getsid(candidate.pid) == proc.pid:
+                        members.append(candidate)
+            for member in members:
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+            _wait_gone(members, 10.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+        return [member.pid for member in members]
 
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -612,6 +737,11 @@ class AirflowEnv:
                     if part != "metadatabase":
                         once(part, f"{part.replace('_', '-')} healthy")
                 healthy = len(up) == len(parts)
+                if self.celery:
+                    ready = self.celery_workers_ready()
+                    for name in ready:
+                        once(name, f"{name} ready")
+                    healthy = healthy and len(ready) == len(self.celery_workers)
                 dags = {d["dag_id"] for d in self.get("/dags", params={"limit": 1000})["dags"]} if wanted else set()
                 last = (health, sorted(dags))
                 for dag_id in sorted(wanted & dags):
@@ -731,7 +861,7 @@ class AirflowEnv:
     def component_tails(self, lines: int = 40) -> str:
         return "\n".join(
             f"===== {name} (last {lines} lines)\n{tail(self.component_logs / f'{name}.log', lines)}"
-            for name in ("db-migrate", *COMPONENTS)
+            for name in ("db-migrate", *COMPONENTS, *(("redis", *self.celery_workers) if self.celery else ()))
             if (self.component_logs / f"{name}.log").exists()
         )
 
@@ -774,7 +904,7 @@ class AirflowEnv:
             self._client.close()
             ended, killed, survivors = self._tree.stop(grace)
             self.procs.clear()
-            freed, busy = _wait_ports_free([self.port])
+            freed, busy = _wait_ports_free([self.port, *([self.redis_port] if self.redis_port else [])])
             removed = []
             if self.owns_home and self.home.exists():
                 shutil.rmtree(self.home, ignore_errors=True)
@@ -805,6 +935,8 @@ def liangxin_airflow(
     progress: Callable[[str], None] | None = None,
     callbacks: bool = False,
     sim_args: Iterable[str] = (),
+    executor: str | None = None,
+    celery_workers: int = 2,
 ) -> Iterator[tuple[AirflowEnv, Simulator | None]]:
     """A simulator (unless ``base_url`` is given) and an Airflow whose ``liangxin_default`` connection points at it.
 
@@ -833,6 +965,8 @@ def liangxin_airflow(
             env={"AIRFLOW_CONN_LIANGXIN_DEFAULT": conn, "LIANGXIN_OUTPUT_DIR": str(output_dir), **(extra_env or {})},
             progress=progress,
             callbacks=callbacks,
+            executor=executor,
+            celery_workers=celery_workers,
         )
         env.owns_home = own_home is not None
         try:
