@@ -653,7 +653,7 @@ class AirflowEnv:
         assert self.redis_port is not None
         folder = self.home / "redis"
         folder.mkdir(parents=True, exist_ok=True)
-        self.progress(f"starting Redis on 127.0.0.1:{self.redis_port} (CeleryExecutor broker)")
+        self.progress(f"starting Redis on redis://127.0.0.1:{self.redis_port} (the CeleryExecutor's broker)")
         args = ["--port", str(self.redis_port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
         args += ["--save", "", "--appendonly", "no", "--dir", str(folder), "--daemonize", "no", "--databases", "4"]
         self._spawn("redis", args, program=redis_server_binary())
