@@ -104,8 +104,9 @@ def _config() -> dict[str, Any]:
 
     return {
         "liangxin": {
-            "description": "LiangXin callbacks: the api-server receives LiangXin's webhook under /liangxin and "
-            "wakes the waiting task; polling stays as a slow fallback.",
+            "description": "LiangXin provider settings. Callbacks: the api-server receives LiangXin's webhook under "
+            "/liangxin and wakes the waiting task; polling stays as a slow fallback. Deferral: how long a trigger "
+            "holds its event after it starts.",
             "options": {
                 "callback_receiver_enabled": option(
                     "Mount the callback receiver in the api-server (under /liangxin).", "boolean", "False"
@@ -127,6 +128,13 @@ def _config() -> dict[str, Any]:
                     "time is up (Airflow 3.3 fails tasks resumed too soon after deferring).",
                     "float",
                     "15",
+                ),
+                "deferral_settle_seconds": option(
+                    "A trigger's event lands no sooner than this many seconds after the trigger started, so "
+                    "Airflow 3.3 never sees a task resumed before its deferral has settled (apache/airflow#72716). "
+                    "0 turns the hold off; at most 60.",
+                    "float",
+                    "10",
                 ),
                 "callback_max_wakeups": option(
                     "Callbacks per task try that may wake a task LiangXin reports unfinished; then polling only.",

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -34,6 +36,12 @@ DEFAULT_FALLBACK_POLL_INTERVAL = 60.0
 DEFAULT_SETTLE_SECONDS = 15.0
 DEFAULT_MAX_WAKEUPS = 3
 DEFAULT_MAX_REQUESTS_PER_SECOND = 200.0
+#: ``[liangxin] deferral_settle_seconds``: the least time between a deferral and the trigger's event (see
+#: :func:`deferral_settle_seconds`). Capped so a held event never meets ``defer(timeout=)``'s 60 s backstop margin.
+DEFAULT_DEFERRAL_SETTLE_SECONDS = 10.0
+MAX_DEFERRAL_SETTLE_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 _CAPABILITY = re.compile(r"(/liangxin/v1/callback/[^/?#]+/)[^/?#]+")
@@ -123,22 +131,10 @@ class CallbackSettings:
     @classmethod
     def from_conf(cls, conf: Any = None) -> CallbackSettings:
         """Read Airflow's config; a bad value is a clear ``ValueError`` naming the option."""
-        if conf is None:
-            from airflow.providers.common.compat.sdk import conf as airflow_conf
-
-            conf = airflow_conf
+        conf = _airflow_conf(conf)
 
         def number(key: str, default: float, *, minimum: float) -> float:
-            raw = conf.get(CONFIG_SECTION, key, fallback=None)
-            if raw in (None, ""):
-                return default
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise ValueError(f"[{CONFIG_SECTION}] {key} must be a number, got {raw!r}") from None
-            if not value >= minimum or value == float("inf"):
-                raise ValueError(f"[{CONFIG_SECTION}] {key} must be a finite number >= {minimum:g}, got {raw!r}")
-            return value
+            return _conf_number(conf, key, default, minimum=minimum)
 
         base_url = (conf.get(CONFIG_SECTION, "callback_base_url", fallback="") or "").strip()
         if base_url:
@@ -160,6 +156,54 @@ class CallbackSettings:
         )
 
 
+def _airflow_conf(conf: Any) -> Any:
+    if conf is not None:
+        return conf
+    from airflow.providers.common.compat.sdk import conf as airflow_conf
+
+    return airflow_conf
+
+
+def _conf_number(conf: Any, key: str, default: float, *, minimum: float, maximum: float = math.inf) -> float:
+    """A ``[liangxin]`` number; a bad value is a clear ``ValueError`` naming the option."""
+    raw = conf.get(CONFIG_SECTION, key, fallback=None)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"[{CONFIG_SECTION}] {key} must be a number, got {raw!r}") from None
+    if not minimum <= value <= maximum or value == math.inf:
+        bound = f"between {minimum:g} and {maximum:g}" if maximum != math.inf else f">= {minimum:g}"
+        raise ValueError(f"[{CONFIG_SECTION}] {key} must be a finite number {bound}, got {raw!r}")
+    return value
+
+
+def deferral_settle_seconds(conf: Any = None) -> float:
+    """``[liangxin] deferral_settle_seconds``: how long a trigger holds its event after it starts.
+
+    Airflow 3.3 fails a task resumed within seconds of deferring ("state changed externally", apache/airflow#72716):
+    the worker's report that its deferring process exited can reach the scheduler after the resumed try was
+    queued. That report leaves nothing in the database a trigger could wait for, so the trigger waits a margin:
+    its event (a task that was already done at the first poll, a fast generation) lands no sooner than this many
+    seconds after the trigger started, which is after the deferral was recorded. 0 turns the hold off.
+
+    Read by the worker when it defers. A bad value is logged (naming the option) and the default applies: the
+    LiangXin task is already paid for by then, and the margin only protects against a race.
+    """
+    try:
+        return _conf_number(
+            _airflow_conf(conf),
+            "deferral_settle_seconds",
+            DEFAULT_DEFERRAL_SETTLE_SECONDS,
+            minimum=0,
+            maximum=MAX_DEFERRAL_SETTLE_SECONDS,
+        )
+    except ValueError as exc:
+        log.warning("%s; using %g s", exc, DEFAULT_DEFERRAL_SETTLE_SECONDS)
+        return DEFAULT_DEFERRAL_SETTLE_SECONDS
+
+
 __all__ = [
     "AUTO",
     "CALLBACK_ROUTE",
@@ -169,6 +213,7 @@ __all__ = [
     "CallbackSettings",
     "callback_url_for",
     "check_callback_url",
+    "deferral_settle_seconds",
     "is_loopback_host",
     "is_token_hash",
     "new_token",

@@ -28,6 +28,10 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # dag.test() in Airflow 3 runs only DAGs found in a configured bundle: the tests' own DAG folder.
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(os.path.dirname(__file__), "dags"))
+# In-process runs (dag.test(), triggers driven by the tests) have no scheduler to race with, so triggers here do not
+# hold their events (deferral_settle_seconds). The hold is tested on its own; the real-Airflow stacks of tests/e2e
+# build their own environment and keep the default.
+os.environ.setdefault("AIRFLOW__LIANGXIN__DEFERRAL_SETTLE_SECONDS", "0")
 
 import pytest  # noqa: E402
 

@@ -11,6 +11,7 @@ from airflow_provider_liangxin.callbacks import (
     CallbackSettings,
     callback_url_for,
     check_callback_url,
+    deferral_settle_seconds,
     is_token_hash,
     new_token,
     redact_capability,
@@ -126,3 +127,14 @@ def test_trigger_classpath_is_the_triggers():
     from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
 
     assert LiangxinTaskTrigger("t").serialize()[0] == TRIGGER_CLASSPATH
+
+
+def test_deferral_settle_seconds_default_value_and_bad_values(caplog):
+    assert deferral_settle_seconds(FakeConf()) == 10.0
+    assert deferral_settle_seconds(FakeConf(deferral_settle_seconds="2.5")) == 2.5
+    assert deferral_settle_seconds(FakeConf(deferral_settle_seconds="0")) == 0.0
+    for bad in ("soon", "-1", "nan", "inf", "61"):
+        caplog.clear()
+        assert deferral_settle_seconds(FakeConf(deferral_settle_seconds=bad)) == 10.0
+        assert "[liangxin] deferral_settle_seconds must be" in caplog.text
+        assert "using 10 s" in caplog.text

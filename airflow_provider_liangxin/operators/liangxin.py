@@ -37,6 +37,7 @@ from airflow_provider_liangxin.callbacks import (
     CallbackSettings,
     callback_url_for,
     check_callback_url,
+    deferral_settle_seconds,
     new_token,
     token_hash,
 )
@@ -516,6 +517,7 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
                 max_error_duration=self.max_error_duration,
                 callback_token_sha256=callback_hash,
                 callback_wakeups=wakeups,
+                settle_seconds=deferral_settle_seconds(),
             ),
             method_name="execute_complete",
             timeout=deadlines.backstop(interval),
@@ -1164,6 +1166,7 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
                 request_timeout=self.request_timeout,
                 retry=self.retry,
                 max_error_duration=self.max_error_duration,
+                settle_seconds=deferral_settle_seconds(),
             ),
             method_name="execute_complete",
             kwargs={

@@ -26,6 +26,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_liangxin.callbacks import deferral_settle_seconds
 from airflow_provider_liangxin.events import (
     DEFAULT_MAX_ERROR_DURATION,
     TRANSIENT_ERRORS,
@@ -172,6 +173,7 @@ class LiangxinTaskSensor(BaseSensorOperator):
                 request_timeout=self.request_timeout,
                 retry=self.retry,
                 max_error_duration=self.max_error_duration,
+                settle_seconds=deferral_settle_seconds(),
             ),
             method_name="execute_complete",
             timeout=deadlines.backstop(poll_interval),

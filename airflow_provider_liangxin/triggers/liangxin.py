@@ -16,7 +16,11 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_liangxin._api import LiangxinError, LiangxinTaskNotFoundError
-from airflow_provider_liangxin.callbacks import is_token_hash
+from airflow_provider_liangxin.callbacks import (
+    DEFAULT_DEFERRAL_SETTLE_SECONDS,
+    MAX_DEFERRAL_SETTLE_SECONDS,
+    is_token_hash,
+)
 from airflow_provider_liangxin.events import (
     DEFAULT_MAX_ERROR_DURATION,
     NO_CANCEL_NOTE,
@@ -53,6 +57,9 @@ class LiangxinTaskTrigger(BaseTrigger):
         then only polls as a slow fallback (``poll_interval`` is the fallback interval; the first poll is
         immediate); a callback resumes the task without it.
     :param callback_wakeups: Callbacks that already woke this task try (the operator caps them).
+    :param settle_seconds: The event lands no sooner than this many seconds after the trigger started (see
+        :func:`~airflow_provider_liangxin.callbacks.deferral_settle_seconds`: Airflow 3.3 fails a task resumed
+        before its deferral has settled). 0 turns the hold off.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class LiangxinTaskTrigger(BaseTrigger):
         max_consecutive_errors: int | None = None,
         callback_token_sha256: str | None = None,
         callback_wakeups: int = 0,
+        settle_seconds: float = DEFAULT_DEFERRAL_SETTLE_SECONDS,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -88,6 +96,7 @@ class LiangxinTaskTrigger(BaseTrigger):
         if isinstance(callback_wakeups, bool) or not isinstance(callback_wakeups, int) or callback_wakeups < 0:
             raise ValueError(f"{owner}: callback_wakeups must be an integer >= 0, got {callback_wakeups!r}")
         self.callback_wakeups = callback_wakeups
+        self.settle_seconds = _check_settle(settle_seconds, owner)
 
     @classmethod
     def for_wait(
@@ -102,6 +111,7 @@ class LiangxinTaskTrigger(BaseTrigger):
         max_error_duration: float,
         callback_token_sha256: str | None = None,
         callback_wakeups: int = 0,
+        settle_seconds: float = DEFAULT_DEFERRAL_SETTLE_SECONDS,
     ) -> LiangxinTaskTrigger:
         """The trigger for a task's wait: what the operator and the sensor defer to."""
         return cls(
@@ -115,6 +125,7 @@ class LiangxinTaskTrigger(BaseTrigger):
             max_error_duration=max_error_duration,
             callback_token_sha256=callback_token_sha256,
             callback_wakeups=callback_wakeups,
+            settle_seconds=settle_seconds,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -132,6 +143,7 @@ class LiangxinTaskTrigger(BaseTrigger):
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "callback_token_sha256": self.callback_token_sha256,
                 "callback_wakeups": self.callback_wakeups,
+                "settle_seconds": self.settle_seconds,
             },
         )
 
@@ -139,6 +151,7 @@ class LiangxinTaskTrigger(BaseTrigger):
         return LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
         task_id = self.liangxin_task_id
         hook = self._hook()
         event: dict[str, Any]
@@ -149,6 +162,7 @@ class LiangxinTaskTrigger(BaseTrigger):
         # A hostile server may echo the Authorization header into an error text: the event is stored in the
         # metadata DB and read by the worker, so the key is taken out here, not only masked in this process's log.
         event = _without_key(event, hook)
+        await _hold_until_settled(self, started, f"LiangXin task {task_id} {event['status']}")
         self.log.info("LiangxinTaskTrigger: LiangXin task %s -> %s (%s)", task_id, event["status"], event["message"])
         yield TriggerEvent(event)
 
@@ -204,6 +218,26 @@ class LiangxinTaskTrigger(BaseTrigger):
         self.log.warning(NO_CANCEL_NOTE.format(task_id=self.liangxin_task_id))
 
 
+def _check_settle(value: Any, owner: str) -> float:
+    settle = check_number("settle_seconds", value, owner=owner, zero=True)
+    if settle > MAX_DEFERRAL_SETTLE_SECONDS:
+        raise ValueError(f"{owner}: settle_seconds must be <= {MAX_DEFERRAL_SETTLE_SECONDS:g}, got {value!r}")
+    return float(settle)
+
+
+async def _hold_until_settled(trigger: LiangxinTaskTrigger | LiangxinBatchTrigger, started: float, what: str) -> None:
+    """Sleep out the rest of ``settle_seconds`` since the trigger started, so the event cannot resume the task
+    before Airflow has processed the worker's report that its deferring process exited (apache/airflow#72716).
+
+    The trigger's own start is the reference, not the deferral time in the worker: it is never earlier than the
+    deferral was recorded, and needs no clock shared between machines. A triggerer restart holds the event again.
+    """
+    hold = trigger.settle_seconds - (time.monotonic() - started)
+    if hold > 0:
+        trigger.log.info("%s: event held %.1f s until the deferral has settled (deferral_settle_seconds)", what, hold)
+        await asyncio.sleep(hold)
+
+
 def _without_key(value: Any, hook: LiangxinHook) -> Any:
     """``value`` with the connection's API key replaced (no-op before the connection was resolved)."""
     try:
@@ -234,6 +268,8 @@ class LiangxinBatchTrigger(BaseTrigger):
 
     :param task_ids: ``{str(index): taskId}`` of the tasks in flight (JSON-native; the key never enters kwargs).
     :param resume_after: How many finished tasks make it worth resuming the worker.
+    :param settle_seconds: The event lands no sooner than this many seconds after the trigger started (as for
+        :class:`LiangxinTaskTrigger`).
     """
 
     def __init__(
@@ -247,6 +283,7 @@ class LiangxinBatchTrigger(BaseTrigger):
         request_timeout: float | None = None,
         retry: Mapping[str, Any] | None = None,
         max_error_duration: float = DEFAULT_MAX_ERROR_DURATION,
+        settle_seconds: float = DEFAULT_DEFERRAL_SETTLE_SECONDS,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -260,6 +297,7 @@ class LiangxinBatchTrigger(BaseTrigger):
         self.request_timeout = check_number("request_timeout", request_timeout, owner=owner, optional=True)
         self.retry = normalize_retry(retry, owner=owner)
         self.max_error_duration = check_number("max_error_duration", max_error_duration, owner=owner, zero=True)
+        self.settle_seconds = _check_settle(settle_seconds, owner)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -274,10 +312,12 @@ class LiangxinBatchTrigger(BaseTrigger):
                 "request_timeout": self.request_timeout,
                 "retry": self.retry,
                 "max_error_duration": self.max_error_duration,
+                "settle_seconds": self.settle_seconds,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
         hook = LiangxinHook(self.liangxin_conn_id, timeout=self.request_timeout, retry=self.retry)
         done: dict[str, dict[str, Any]] = {}
         lost: dict[str, dict[str, Any]] = {}
@@ -286,6 +326,7 @@ class LiangxinBatchTrigger(BaseTrigger):
         except Exception as exc:
             status, message = "error", f"{type(exc).__name__}: {exc}"
         event = _without_key({"status": status, "message": message, "done": done, "lost": lost}, hook)
+        await _hold_until_settled(self, started, f"LiangXin batch of {len(self.task_ids)} {status}")
         self.log.info(
             "LiangxinBatchTrigger: %d of %d tasks ended -> %s (%s)",
             len(done) + len(lost),

@@ -26,6 +26,11 @@ SINGLE = "liangxin_seedream_single"
 BATCH = "liangxin_content_batch"
 RETRY = "e2e_liangxin_retry"
 SMOKE = "e2e_smoke"
+RACE = "e2e_liangxin_mapped_race"
+RACE_N = 24
+QUICK_MODEL = "imagen4-ultra"  # see tests/e2e/dags/e2e_liangxin_race.py
+#: The scheduler's words when it fails a task resumed before its deferral settled (apache/airflow#72716).
+RACE_SYMPTOM = "but the task instance's state attribute is"
 FAIL_MSG = "simulated generation failure"
 SLOW_MODEL = "nano-banana-pro"  # see tests/e2e/dags/e2e_liangxin_retry.py
 #: The content-batch sensor variant's model here: its tasks take 15 s, so every sensor is still waiting when it
@@ -48,10 +53,16 @@ def stack(request, tmp_path_factory):
         dag_folders={"dags-folder": EXAMPLE_DAGS, "e2e-dags": E2E_DAGS},
         # Short, deterministic lifecycles (4 s) so tasks really defer; a long one for the worker-kill test.
         sim_durations="0.5,0.5,3",
-        sim_faults={"models": {SLOW_MODEL: {"durations": [0.5, 0.5, 20]}, SENSOR_MODEL: {"durations": [0.5, 0.5, 15]}}},
+        sim_faults={
+            "models": {
+                SLOW_MODEL: {"durations": [0.5, 0.5, 20]},
+                SENSOR_MODEL: {"durations": [0.5, 0.5, 15]},
+                QUICK_MODEL: {"durations": [0, 0, 0.5]},
+            }
+        },
         extra_env={"LIANGXIN_POLL_INTERVAL": "1"},
     ) as (env, sim):
-        env.wait_ready([SINGLE, BATCH, RETRY, SMOKE], timeout=180)
+        env.wait_ready([SINGLE, BATCH, RETRY, SMOKE, RACE], timeout=180)
         print(f"\nAirflow ready in {time.monotonic() - started:.1f}s ({env.timings}); home {env.home}")
         failed_before = request.session.testsfailed
         yield env, sim, output
@@ -70,6 +81,7 @@ def runs(stack) -> dict[str, tuple[str, str]]:
         "fail": (SINGLE, env.trigger(SINGLE, {"prompt": FAIL_PROMPT})),
         # the DAG's default params: 3 prompts x 2 models, mapped and as one batch, + 3 via sensor
         "batch": (BATCH, env.trigger(BATCH, {"sensor_model": SENSOR_MODEL})),
+        "race": (RACE, env.trigger(RACE, {"n": RACE_N, "tag": "e2e"})),
     }
 
 
@@ -271,6 +283,28 @@ def test_failed_generation_fails_the_task_with_the_fail_message(stack, runs):
     assert FAIL_MSG in worker_log, worker_log[-4000:]
 
 
+def test_mapped_tasks_done_by_the_first_poll_succeed_on_their_only_try(stack, runs):
+    """apache/airflow#72716: a trigger event within seconds of deferral fails the task ("state changed
+    externally"). Each of these tasks is done before its trigger's first poll and has ``retries=0``; the trigger
+    holds the event for ``[liangxin] deferral_settle_seconds`` (default 10 s, kept by this stack), so none fails."""
+    env, _sim, _output = stack
+    run_id = finished(env, runs["race"])
+    tis = tis_by_task(env, RACE, run_id)["generate"]
+    assert len(tis) == RACE_N
+    assert {(ti["state"], ti["try_number"]) for ti in tis} == {("success", 1)}
+    deferred = 0
+    for ti in tis:
+        files = env.trigger_log_files(RACE, run_id, "generate", 1, ti["map_index"])
+        if not files:  # a worker that started late found its task done and, rightly, never deferred
+            continue
+        deferred += 1
+        text = "\n".join(f.read_text(errors="replace") for f in files)
+        assert "until the deferral has settled" in text, text[-2000:]
+    assert deferred, "no task deferred: the race was not exercised"
+    scheduler_log = (env.component_logs / "scheduler.log").read_text(errors="replace")
+    assert not [line for line in scheduler_log.splitlines() if RACE_SYMPTOM in line and RACE in line]
+
+
 def test_simulator_saw_no_failed_creates(stack, runs):
     """Last: every createTask of the module was accepted, and each became exactly one simulator task."""
     env, sim, _output = stack
@@ -281,7 +315,8 @@ def test_simulator_saw_no_failed_creates(stack, runs):
     assert set(creates) == {"200"}, creates
     assert creates["200"] == stats["task_count"] == sum(stats["created_per_model"].values())
     # single (1) + fail (1) + content batch (6 mapped + 6 in one batch task + 3) + retry (1, despite two attempts)
-    assert stats["task_count"] == 18
+    # + the mapped race run (RACE_N)
+    assert stats["task_count"] == 18 + RACE_N
 
 
 def test_api_key_never_reaches_airflow_logs_or_xcom(stack, runs):

@@ -64,6 +64,7 @@ def run_deferred(op: LiangxinBatchCreateTaskOperator, context: dict[str, Any], *
 
 
 async def _first_event(trigger: LiangxinBatchTrigger) -> dict[str, Any]:
+    trigger.settle_seconds = 0  # no scheduler to race with here (the hold has tests of its own)
     async for event in trigger.run():
         return event.payload
     raise AssertionError("no event")
@@ -331,6 +332,13 @@ class TestResumeAcrossTries:
         second = batch(inputs=[{"prompt": "a"}, {"prompt": "b changed"}]).execute(make_context(store, ti(2)))
         assert second[0]["task_id"] == first[0]["task_id"]
         assert second[1]["task_id"] != first[1]["task_id"]
+
+    def test_deferral_carries_the_configured_settle_time(self, sim, monkeypatch):
+        monkeypatch.setenv("AIRFLOW__LIANGXIN__DEFERRAL_SETTLE_SECONDS", "3")
+        sim.set_faults({"durations": [1, 1, 30]})
+        with pytest.raises(TaskDeferred) as info:
+            batch(inputs=[{"prompt": "settle"}], deferrable=True).execute(make_context(FakeStateStore(), ti()))
+        assert info.value.trigger.serialize()[1]["settle_seconds"] == 3.0
 
     def test_without_a_state_store_the_state_rides_the_deferral(self, sim):
         sim.set_faults({"durations": [0.05, 0.05, 0.1]})

@@ -75,6 +75,15 @@ def test_deferrable_defers_to_the_shared_trigger(sim_conn):
     assert kwargs["liangxin_task_id"] == task_id
     assert kwargs["poll_interval"] == 0.05
     assert kwargs["deadline"] == pytest.approx(time.time() + 20, abs=2)
+    assert kwargs["settle_seconds"] == 0.0  # [liangxin] deferral_settle_seconds (tests/conftest.py sets 0)
+
+
+def test_deferral_carries_the_configured_settle_time(sim_conn, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__LIANGXIN__DEFERRAL_SETTLE_SECONDS", "7")
+    task_id = create("forever [sim:never]")
+    with pytest.raises(TaskDeferred) as info:
+        sensor(task_id, deferrable=True).execute(make_context())
+    assert info.value.trigger.serialize()[1]["settle_seconds"] == 7.0
 
 
 def test_deferrable_on_finished_task_returns_without_deferring(sim_conn):

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 async def _first_event(trigger: LiangxinBatchTrigger) -> dict[str, Any]:
+    trigger.settle_seconds = 0  # no scheduler to race with here (the hold has tests of its own)
     async for event in trigger.run():
         return event.payload
     raise AssertionError("no event")
@@ -81,3 +82,23 @@ def test_an_outage_longer_than_max_error_duration_is_an_error_event(sim_conn):
     event = asyncio.run(_first_event(trigger))
     assert event["status"] == "error"
     assert "max_error_duration" in event["message"]
+
+
+def test_a_batch_event_lands_only_after_the_settle_time(sim_conn):
+    """Each wave re-defers: its event is held like the single trigger's (apache/airflow#72716)."""
+    sim_conn.set_faults({"durations": [0, 0, 0]})
+    ids = create("a", "b")
+    trigger = LiangxinBatchTrigger(dict(enumerate(ids)), poll_interval=0.05, settle_seconds=0.6)
+    assert trigger.serialize()[1]["settle_seconds"] == 0.6
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("no event")
+
+    started = time.monotonic()
+    event = asyncio.run(first())
+    assert sorted(event["done"]) == ["0", "1"]
+    assert time.monotonic() - started >= 0.6
+    with pytest.raises(ValueError, match="settle_seconds"):
+        LiangxinBatchTrigger({"0": "t"}, settle_seconds=-0.5)

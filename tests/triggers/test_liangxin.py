@@ -20,6 +20,7 @@ FAST = {"max_attempts": 2, "backoff_initial": 0.0, "backoff_max": 0.0, "max_wait
 
 
 async def events_of(trigger: LiangxinTaskTrigger) -> list[dict]:
+    trigger.settle_seconds = 0  # no scheduler to race with here (the hold has tests of its own)
     return [event.payload async for event in trigger.run()]
 
 
@@ -49,6 +50,7 @@ def test_serialize_round_trip_is_json_native_and_keyless(sim_conn):
         "max_consecutive_errors": None,
         "callback_token_sha256": None,
         "callback_wakeups": 0,
+        "settle_seconds": 10.0,
     }
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert sim_conn.api_key not in json.dumps(kwargs)
@@ -312,3 +314,36 @@ def test_callback_kwargs_round_trip_and_are_checked():
         LiangxinTaskTrigger("t", callback_token_sha256="a-raw-token-not-a-hash")
     with pytest.raises(ValueError, match="callback_wakeups"):
         LiangxinTaskTrigger("t", callback_wakeups=-1)
+
+
+class TestDeferralSettle:
+    """Airflow 3.3 fails a task resumed before its deferral settled (apache/airflow#72716): events are held."""
+
+    async def test_an_event_for_a_task_already_done_lands_only_after_the_settle_time(self, sim_conn):
+        sim_conn.set_faults({"durations": [0, 0, 0]})
+        task_id = create()
+        trigger = LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 30, settle_seconds=0.6)
+        started = time.monotonic()
+        (event,) = [event.payload async for event in trigger.run()]
+        assert event["status"] == "success"
+        assert time.monotonic() - started >= 0.6
+
+    async def test_a_slow_task_is_not_held_longer(self, sim_conn):
+        """The hold counts from the trigger's start: a task that ends after the settle time is not delayed."""
+        sim_conn.set_faults({"durations": [0, 0, 0.8]})
+        task_id = create()
+        trigger = LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 30, settle_seconds=0.3)
+        started = time.monotonic()
+        (event,) = [event.payload async for event in trigger.run()]
+        assert event["status"] == "success"
+        assert 0.8 <= time.monotonic() - started < 1.6
+
+    def test_default_kwarg_round_trip_and_bounds(self):
+        trigger = LiangxinTaskTrigger("task_x_1")
+        assert trigger.settle_seconds == 10.0
+        classpath, kwargs = LiangxinTaskTrigger("task_x_1", settle_seconds=4).serialize()
+        assert kwargs["settle_seconds"] == 4.0
+        assert import_string(classpath)(**kwargs).serialize() == (classpath, kwargs)
+        for bad in (-1, 61, float("nan"), float("inf"), True, "5"):
+            with pytest.raises(ValueError, match="settle_seconds"):
+                LiangxinTaskTrigger("t", settle_seconds=bad)
