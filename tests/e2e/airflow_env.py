@@ -476,12 +476,13 @@ class AirflowEnv:
         callbacks: bool = False,
         executor: str | None = None,
         celery_workers: int = 2,
-        celery_concurrency: int = 4,
+        celery_concurrency: int = 8,
     ) -> None:
         """``executor``: ``local`` or ``celery`` (default: ``LIANGXIN_E2E_EXECUTOR``, else ``local``). With
         ``celery`` the env also runs a Redis server (broker and result backend; no persistence, its folder in the
         home) and ``celery_workers`` separate ``airflow celery worker`` components (``celery-worker-1``, ...) of
-        ``celery_concurrency`` pool processes each, without serve-logs."""
+        ``celery_concurrency`` pool processes each (2 x 8: the 16 task slots ``[core] parallelism`` gives the
+        LocalExecutor), without serve-logs."""
         #: Without ``home`` the env makes a temp folder of its own, and stop() removes it.
         self.owns_home = home is None
         self.home = Path(home or tempfile.mkdtemp(prefix="liangxin-airflow-"))
@@ -759,7 +760,16 @@ class AirflowEnv:
 
     # ---------------------------------------------------------------- REST
     def get(self, path: str, **kwargs: Any) -> Any:
-        response = self._client.get(path, **kwargs)
+        """A REST read, tried again (3 tries in all) when the one api-server worker, starved on a loaded machine,
+        does not answer within the client's 30 s (seen with two Celery workers beside four other stacks)."""
+        for attempt in range(3):
+            try:
+                response = self._client.get(path, **kwargs)
+                break
+            except httpx.TimeoutException:
+                if attempt == 2:
+                    raise
+                print(f"GET {path}: no answer in time, trying again", file=sys.stderr, flush=True)
         response.raise_for_status()
         return response.json()
 
