@@ -93,7 +93,7 @@ def test_kill_9_celery_worker_retries_on_the_other_worker_and_resumes_the_same_l
     assert sim.record(liangxin_task_id)["state"] not in ("success", "fail"), "generation ended before the kill"
     assert sim.stats()["created_per_model"].get(SLOW_MODEL) == 1
 
-    # kill -9 the whole worker: Celery main process, pool processes, the task's supervisor and runner.
+    # kill -9 the whole worker: Celery main process, pool processes (one supervises the task), the task runner.
     killed_at = time.monotonic()
     killed = env.kill_component(worker)
     assert {p.pid for p in procs} <= set(killed), (killed, [p.pid for p in procs])
