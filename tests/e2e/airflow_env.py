@@ -58,6 +58,7 @@ EXAMPLE_DAGS = REPO_ROOT / "dags"
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SQLITE_SETTINGS_MODULE = "liangxin_harness_sqlite"
 #: The executor a stack runs on unless its test asks for one: ``local`` (LocalExecutor) or ``celery``
 #: (CeleryExecutor: a Redis broker and ``airflow celery worker`` processes, see ``AirflowEnv``); ``./run celery``
 #: sets it to run the e2e suite on Celery workers.
@@ -569,6 +570,10 @@ class AirflowEnv:
                     "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
                 }
             )
+        # SQLite's lock wait is 5 s by default; on a loaded 2-core machine a component waiting longer dies with
+        # "database is locked" (seen: the triggerer and dag-processor under 1,000 mapped tasks). 60 s, through a
+        # module in $AIRFLOW_HOME/config, which Airflow puts on sys.path before it connects (written by start()).
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = f"{SQLITE_SETTINGS_MODULE}.CONNECT_ARGS"
         if self.callbacks:
             env["AIRFLOW__LIANGXIN__CALLBACK_RECEIVER_ENABLED"] = "True"
             env["AIRFLOW__LIANGXIN__CALLBACK_BASE_URL"] = self.base_url
@@ -620,6 +625,8 @@ class AirflowEnv:
         self._started_at = t0
         self.home.mkdir(parents=True, exist_ok=True)
         self.component_logs.mkdir(parents=True, exist_ok=True)
+        (self.home / "config").mkdir(exist_ok=True)
+        (self.home / "config" / f"{SQLITE_SETTINGS_MODULE}.py").write_text("CONNECT_ARGS = {'timeout': 60}\n")
         _register(self)
         self.progress(f"preparing the Airflow metadata DB (airflow db migrate) in {self.home}")
         migrate = self._popen("db-migrate", ["db", "migrate"])
