@@ -3,7 +3,8 @@
 Every e2e stack of the session runs on a Redis broker and separate ``airflow celery worker`` processes
 (``LIANGXIN_E2E_EXECUTOR=celery``, see ``AirflowEnv``); test_celery.py adds the Celery-only case, ``kill -9`` of a
 whole worker mid-generation. ``./run celery`` installs what this needs first (the ``celery`` extra, Debian's
-``redis-server``). Arguments are passed to pytest (``./run celery -k kill``). Exit code: pytest's.
+``redis-server``). Arguments are passed to pytest (``./run celery -k kill``); test paths among them replace
+``tests/e2e``. Exit code: pytest's.
 
     python -m tests.e2e.run_celery [PYTEST ARGS...]
 """
@@ -125,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[EXECUTOR_ENV] = "celery"
     outcomes = Outcomes()
     started = time.monotonic()
-    code = int(pytest.main(["tests/e2e", "-p", "no:cacheprovider", "-rfEs", *(argv or [])], plugins=[outcomes]))
+    args = list(argv or [])
+    # Test paths given (./run celery tests/e2e/test_celery.py) replace the whole suite; options add to it.
+    paths = [] if any(arg.startswith("tests") for arg in args) else ["tests/e2e"]
+    code = int(pytest.main([*paths, "-p", "no:cacheprovider", "-rfEs", *args], plugins=[outcomes]))
     print(report(outcomes, time.monotonic() - started, code), flush=True)
     return code
 
