@@ -4,6 +4,8 @@
 triggerer) with their own temporary ``AIRFLOW_HOME``, SQLite and LocalExecutor — the same shape as
 ``airflow standalone`` but with one log file per component, loopback-only sockets (no serve-logs servers on
 0.0.0.0) and a process group per component so ``stop()`` also ends LocalExecutor workers and task processes.
+With ``executor="celery"`` (or ``LIANGXIN_E2E_EXECUTOR=celery``, as ``./run celery`` sets) it runs the
+CeleryExecutor instead: a loopback Redis server and separate ``airflow celery worker`` components.
 
 ``Simulator`` runs ``python -m airflow_provider_liangxin.simulator`` on a free loopback port (the simulator's own
 ``SimulatorProcess``) and adds the stats and record look-ups the tests need.
