@@ -134,7 +134,7 @@ def _config() -> dict[str, Any]:
                     "Airflow 3.3 never sees a task resumed before its deferral has settled (apache/airflow#72716). "
                     "0 turns the hold off; at most 60.",
                     "float",
-                    "10",
+                    "15",
                 ),
                 "callback_max_wakeups": option(
                     "Callbacks per task try that may wake a task LiangXin reports unfinished; then polling only.",

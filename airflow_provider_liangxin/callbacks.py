@@ -38,7 +38,7 @@ DEFAULT_MAX_WAKEUPS = 3
 DEFAULT_MAX_REQUESTS_PER_SECOND = 200.0
 #: ``[liangxin] deferral_settle_seconds``: the least time between a deferral and the trigger's event (see
 #: :func:`deferral_settle_seconds`). Capped so a held event never meets ``defer(timeout=)``'s 60 s backstop margin.
-DEFAULT_DEFERRAL_SETTLE_SECONDS = 10.0
+DEFAULT_DEFERRAL_SETTLE_SECONDS = 15.0
 MAX_DEFERRAL_SETTLE_SECONDS = 60.0
 
 log = logging.getLogger(__name__)

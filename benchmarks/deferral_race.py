@@ -8,10 +8,11 @@ simulator per configuration, as in tests/e2e, running ``e2e_liangxin_mapped_race
 and within a poll or two of the deferral, the race's window.
 
 Configurations (``--runs``, ``name:settle:heartbeat:n`` each):
-* ``hold-off``: ``[liangxin] deferral_settle_seconds = 0`` (the provider before the fix), the harness's Airflow
-  setting ``[workers] min_heartbeat_interval = 1`` (the documented mitigation);
-* ``hold``: the provider's default hold (10 s), the same Airflow setting (second line of defence);
-* ``hold/airflow-defaults``: the default hold with Airflow's own default ``min_heartbeat_interval`` (5 s).
+* ``hold``: the provider's default hold (15 s) and the harness's Airflow setting ``[workers]
+  min_heartbeat_interval = 1`` (the documented mitigation, a second line of defence);
+* ``hold-off``: ``[liangxin] deferral_settle_seconds = 0`` (the provider before the fix) with Airflow's own
+  default ``min_heartbeat_interval`` (5 s);
+* ``hold/airflow-defaults``: the default hold with Airflow's default ``min_heartbeat_interval``.
 
 Counted per run: task instances by final state; those failed by the race (the scheduler's "finished with state
 ..., but the task instance's state attribute is ..." line, or the worker's 409 / "no longer running"); Airflow
@@ -43,7 +44,7 @@ DAG_ID = "e2e_liangxin_mapped_race"
 MODEL = "imagen4-ultra"  # tests/e2e/dags/e2e_liangxin_race.py
 SCHEDULER_SYMPTOM = "but the task instance's state attribute is"
 WORKER_SYMPTOMS = ("409", "no longer running", "not in the running state", "changed externally")
-DEFAULT_RUNS = "hold-off:0:1:200,hold:10:1:1000,hold/airflow-defaults:10:5:200"
+DEFAULT_RUNS = "hold:15:1:1000,hold-off:0:5:200,hold/airflow-defaults:15:5:200"
 
 
 def parse_runs(text: str) -> list[tuple[str, float, float, int]]:

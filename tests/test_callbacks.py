@@ -130,11 +130,11 @@ def test_trigger_classpath_is_the_triggers():
 
 
 def test_deferral_settle_seconds_default_value_and_bad_values(caplog):
-    assert deferral_settle_seconds(FakeConf()) == 10.0
+    assert deferral_settle_seconds(FakeConf()) == 15.0
     assert deferral_settle_seconds(FakeConf(deferral_settle_seconds="2.5")) == 2.5
     assert deferral_settle_seconds(FakeConf(deferral_settle_seconds="0")) == 0.0
     for bad in ("soon", "-1", "nan", "inf", "61"):
         caplog.clear()
-        assert deferral_settle_seconds(FakeConf(deferral_settle_seconds=bad)) == 10.0
+        assert deferral_settle_seconds(FakeConf(deferral_settle_seconds=bad)) == 15.0
         assert "[liangxin] deferral_settle_seconds must be" in caplog.text
-        assert "using 10 s" in caplog.text
+        assert "using 15 s" in caplog.text

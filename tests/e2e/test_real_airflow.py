@@ -286,7 +286,7 @@ def test_failed_generation_fails_the_task_with_the_fail_message(stack, runs):
 def test_mapped_tasks_done_by_the_first_poll_succeed_on_their_only_try(stack, runs):
     """apache/airflow#72716: a trigger event within seconds of deferral fails the task ("state changed
     externally"). Each of these tasks is done before its trigger's first poll and has ``retries=0``; the trigger
-    holds the event for ``[liangxin] deferral_settle_seconds`` (default 10 s, kept by this stack), so none fails."""
+    holds the event for ``[liangxin] deferral_settle_seconds`` (default 15 s, kept by this stack), so none fails."""
     env, _sim, _output = stack
     run_id = finished(env, runs["race"])
     tis = tis_by_task(env, RACE, run_id)["generate"]

@@ -175,12 +175,12 @@ class TestDeferrableMode:
     def test_deferral_carries_the_configured_settle_time(self, sim_conn, monkeypatch, caplog):
         """[liangxin] deferral_settle_seconds reaches the trigger (apache/airflow#72716); a bad value is logged
         and the default applies: the task is paid for by then, and the margin only guards a race."""
-        for value, expected in (("4", 4.0), ("soon", 10.0)):
+        for value, expected in (("4", 4.0), ("soon", 15.0)):
             monkeypatch.setenv("AIRFLOW__LIANGXIN__DEFERRAL_SETTLE_SECONDS", value)
             with pytest.raises(TaskDeferred) as info:
                 operator(deferrable=True).execute(make_context(FakeStateStore(), FakeTI()))
             assert info.value.trigger.serialize()[1]["settle_seconds"] == expected
-        assert "deferral_settle_seconds must be a number, got 'soon'; using 10 s" in caplog.text
+        assert "deferral_settle_seconds must be a number, got 'soon'; using 15 s" in caplog.text
 
     def test_already_terminal_task_finishes_without_deferring(self, sim_conn):
         instant(sim_conn)

@@ -50,7 +50,7 @@ def test_serialize_round_trip_is_json_native_and_keyless(sim_conn):
         "max_consecutive_errors": None,
         "callback_token_sha256": None,
         "callback_wakeups": 0,
-        "settle_seconds": 10.0,
+        "settle_seconds": 15.0,
     }
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert sim_conn.api_key not in json.dumps(kwargs)
@@ -340,7 +340,7 @@ class TestDeferralSettle:
 
     def test_default_kwarg_round_trip_and_bounds(self):
         trigger = LiangxinTaskTrigger("task_x_1")
-        assert trigger.settle_seconds == 10.0
+        assert trigger.settle_seconds == 15.0
         classpath, kwargs = LiangxinTaskTrigger("task_x_1", settle_seconds=4).serialize()
         assert kwargs["settle_seconds"] == 4.0
         assert import_string(classpath)(**kwargs).serialize() == (classpath, kwargs)
