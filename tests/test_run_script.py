@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_help_is_the_header_comment_and_nothing_else(args):
     done = subprocess.run([str(REPO_ROOT / "run"), *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    for command in ("./run demo", "./run tests", "./run bench", "./run faults"):
+    for command in ("./run demo", "./run tests", "./run bench", "./run faults", "./run celery"):
         assert command in done.stdout
     assert "set -" not in done.stdout  # the shell's options were printed as help
     assert not re.search(r"^#", done.stdout, re.M), done.stdout
@@ -45,6 +45,22 @@ def test_bench_extra_holds_the_peer_and_is_pinned():
     run = (REPO_ROOT / "run").read_text()
     assert '-c constraints.txt -e ".[bench]"' in run
     assert "airflow.providers.http.triggers.http" in (REPO_ROOT / "benchmarks" / "bench_trigger.py").read_text()
+
+
+def test_celery_command_installs_its_extra_and_redis_and_stays_out_of_the_tests():
+    """``./run celery`` needs no manual step on a fresh machine: the ``celery`` extra (pinned) and Debian's
+    redis-server are installed by the command itself; ``./run tests`` never runs it (a long suite of its own)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    celery = project["optional-dependencies"]["celery"]
+    assert any(req.startswith("apache-airflow-providers-celery") for req in celery), celery
+    pins = _constraint_pins()
+    assert {"apache-airflow-providers-celery", "celery", "kombu", "redis"} <= set(pins)
+    run = (REPO_ROOT / "run").read_text()
+    branch = run[run.index("\n  celery)") : run.index("\n  *)")]
+    assert '-c constraints.txt -e ".[celery]"' in branch
+    assert "apt-get install -y -qq --no-install-recommends redis-server" in branch
+    assert "command -v redis-server" in branch
+    assert "LIANGXIN_E2E_EXECUTOR" not in run[: run.index("\n  celery)")]  # ./run tests: LocalExecutor
 
 
 def test_every_extra_requirement_is_pinned():

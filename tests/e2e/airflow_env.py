@@ -4,6 +4,8 @@
 triggerer) with their own temporary ``AIRFLOW_HOME``, SQLite and LocalExecutor — the same shape as
 ``airflow standalone`` but with one log file per component, loopback-only sockets (no serve-logs servers on
 0.0.0.0) and a process group per component so ``stop()`` also ends LocalExecutor workers and task processes.
+With ``executor="celery"`` (or ``LIANGXIN_E2E_EXECUTOR=celery``, as ``./run celery`` sets) it runs the
+CeleryExecutor instead: a loopback Redis server and separate ``airflow celery worker`` components.
 
 ``Simulator`` runs ``python -m airflow_provider_liangxin.simulator`` on a free loopback port (the simulator's own
 ``SimulatorProcess``) and adds the stats and record look-ups the tests need.
@@ -59,6 +61,37 @@ E2E_DAGS = Path(__file__).resolve().parent / "dags"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SQLITE_SETTINGS_MODULE = "liangxin_harness_sqlite"
+#: The executor a stack runs on unless its test asks for one: ``local`` (LocalExecutor) or ``celery``
+#: (CeleryExecutor: a Redis broker and ``airflow celery worker`` processes, see ``AirflowEnv``); ``./run celery``
+#: sets it to run the e2e suite on Celery workers.
+EXECUTOR_ENV = "LIANGXIN_E2E_EXECUTOR"
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+
+
+def e2e_executor() -> str:
+    """The executor named by ``LIANGXIN_E2E_EXECUTOR`` (``local`` when unset)."""
+    name = os.environ.get(EXECUTOR_ENV, "").strip().lower() or "local"
+    if name not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected one of {', '.join(EXECUTORS)}")
+    return name
+
+
+def redis_server_binary() -> str:
+    """Debian's ``redis-server`` (``./run celery`` installs the package when it is missing)."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("the CeleryExecutor stack needs redis-server: run ./run celery (it installs it)")
+    return found
+
+
+def redis_ping(port: int, timeout: float = 2.0) -> bool:
+    """Whether a Redis server answers PING on loopback ``port`` (raw RESP: no client library needed here)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -471,7 +504,15 @@ class AirflowEnv:
         callbacks: bool = False,
         users: Mapping[str, str] | None = None,
         triggerers: int = 1,
+        executor: str | None = None,
+        celery_workers: int = 2,
+        celery_concurrency: int = 8,
     ) -> None:
+        """``executor``: ``local`` or ``celery`` (default: ``LIANGXIN_E2E_EXECUTOR``, else ``local``). With
+        ``celery`` the env also runs a Redis server (broker and result backend; no persistence, its folder in the
+        home) and ``celery_workers`` separate ``airflow celery worker`` components (``celery-worker-1``, ...) of
+        ``celery_concurrency`` pool processes each (2 x 8: the 16 task slots ``[core] parallelism`` gives the
+        LocalExecutor), without serve-logs."""
         if triggerers < 1:
             raise ValueError(f"triggerers must be >= 1, got {triggerers}")
         #: Triggerer components: ``triggerer``, then ``triggerer-2``, ... (each its own process and log file).
@@ -493,6 +534,12 @@ class AirflowEnv:
         #: random password (``passwords``), and the REST client logs in as ``admin`` (always among them).
         self.users = {"admin": "admin", **users} if users is not None else None
         self.passwords = {name: secrets.token_urlsafe(12) for name in self.users or {}}
+        self.executor = executor or e2e_executor()
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
+        self.celery_workers = [f"celery-worker-{n}" for n in range(1, celery_workers + 1)] if self.celery else []
+        self.celery_concurrency = celery_concurrency
+        self.redis_port = free_port() if self.celery else None
         self.env = self._environment(env or {})
         self.timings: dict[str, float] = {}
         self.progress = progress or _quiet
@@ -551,6 +598,19 @@ class AirflowEnv:
                 "NO_COLOR": "1",
             }
         )
+        if self.celery:
+            redis = f"redis://127.0.0.1:{self.redis_port}"
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
+                    # Results in Redis too: a db+sqlite backend would add writers to the one SQLite file.
+                    "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis}/1",
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.celery_concurrency),
+                    # The provider's default (1 day), said explicitly: without it every worker logs a warning.
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+                }
+            )
         # SQLite's lock wait is 5 s by default; on a loaded 2-core machine a component waiting longer dies with
         # "database is locked" (seen: the triggerer and dag-processor under 1,000 mapped tasks). 60 s, through a
         # module in $AIRFLOW_HOME/config, which Airflow puts on sys.path before it connects (written by start()).
@@ -600,20 +660,6 @@ class AirflowEnv:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
 
-    def kill_component(self, name: str) -> int:
-        """SIGKILL every process of one component's session at once (a crashed host, ``kill -9``): nothing gets to
-        clean up or say goodbye. Returns how many processes were killed."""
-        proc = self.procs.pop(name)
-        with deferred_signals():
-            members = self.session_members(proc)
-            for member in members:
-                with contextlib.suppress(psutil.Error):
-                    member.kill()
-            _wait_gone(members, 5.0)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        return len(members)
-
     def start_component(self, name: str) -> None:
         """Start a component again (after ``stop_component`` or ``kill_component``) with its original arguments."""
         if name in self.procs:
@@ -628,13 +674,13 @@ class AirflowEnv:
         """The triggerer jobs Airflow counts as alive (heartbeat within ``triggerer_health_check_threshold``)."""
         return self.get("/jobs", params={"job_type": "TriggererJob", "is_alive": True, "limit": 100})["jobs"]
 
-    def _popen(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        """``airflow <args>`` in a session of its own, logging to ``component-logs/<name>.log``, tracked before
-        any signal can interrupt (see ``deferred_signals``)."""
+    def _popen(self, name: str, args: list[str], *, program: str | None = None) -> subprocess.Popen[bytes]:
+        """``airflow <args>`` (or ``program <args>``) in a session of its own, logging to
+        ``component-logs/<name>.log``, tracked before any signal can interrupt (see ``deferred_signals``)."""
         self.component_logs.mkdir(parents=True, exist_ok=True)
         with (self.component_logs / f"{name}.log").open("ab") as log, deferred_signals():
             proc = subprocess.Popen(
-                [_bin("airflow"), *args],
+                [program or _bin("airflow"), *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -646,9 +692,9 @@ class AirflowEnv:
             _register(self)
         return proc
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], *, program: str | None = None) -> None:
         self.component_args[name] = args
-        self.procs[name] = self._popen(name, args)
+        self.procs[name] = self._popen(name, args, program=program)
 
     def start(self) -> AirflowEnv:
         t0 = time.monotonic()
@@ -669,15 +715,79 @@ class AirflowEnv:
         if code != 0:
             raise RuntimeError(f"airflow db migrate exited with {code}\n{tail(self.component_logs / 'db-migrate.log')}")
         self.timings["db_migrate"] = time.monotonic() - t0
+        if self.celery:
+            self._start_redis()
         extra = f" x{len(self.triggerers)}" if len(self.triggerers) > 1 else ""
-        self.progress(f"starting Airflow: {', '.join(COMPONENTS)}{extra} (LocalExecutor, SQLite)")
+        self.progress(f"starting Airflow: {', '.join(COMPONENTS)}{extra} ({EXECUTORS[self.executor]}, SQLite)")
         self._spawn("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
         self._spawn("scheduler", ["scheduler", "--skip-serve-logs"])
         self._spawn("dag-processor", ["dag-processor"])
         for name in self.triggerers:
             self._spawn(name, ["triggerer", "--skip-serve-logs"])
+        for name in self.celery_workers:
+            self._spawn_celery_worker(name)
         self.progress(f"waiting for the api-server on {self.base_url}")
         return self
+
+    # ---------------------------------------------------------------- CeleryExecutor
+    @property
+    def celery(self) -> bool:
+        return self.executor == "celery"
+
+    def _start_redis(self, timeout: float = 30.0) -> None:
+        """The broker: ``redis-server`` on loopback, no RDB/AOF persistence, working folder ``<home>/redis``."""
+        assert self.redis_port is not None
+        folder = self.home / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.progress(f"starting Redis on redis://127.0.0.1:{self.redis_port} (the CeleryExecutor's broker)")
+        args = ["--port", str(self.redis_port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(folder), "--daemonize", "no", "--databases", "4"]
+        self._spawn("redis", args, program=redis_server_binary())
+        deadline = time.monotonic() + timeout
+        while not redis_ping(self.redis_port):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis not answering after {timeout}s\n{tail(self.component_logs / 'redis.log')}")
+            time.sleep(0.1)
+
+    def _spawn_celery_worker(self, name: str) -> None:
+        """One ``airflow celery worker`` (its own session and log), named ``<name>@<host>`` so several can share
+        the machine; no serve-logs server (it would listen on 0.0.0.0), no mingle/gossip chatter."""
+        args = ["celery", "worker", "--skip-serve-logs", "--concurrency", str(self.celery_concurrency)]
+        args += ["--celery-hostname", f"{name}@%h", "--without-mingle", "--without-gossip"]
+        self._spawn(name, args)
+
+    def celery_workers_ready(self) -> list[str]:
+        """The workers whose log says Celery's ``<name>@<host> ready.``"""
+        ready = []
+        for name in self.celery_workers:
+            with contextlib.suppress(OSError):
+                if f"{name}@" in (text := (self.component_logs / f"{name}.log").read_text(errors="replace")) and (
+                    " ready." in text
+                ):
+                    ready.append(name)
+        return ready
+
+    def component_of(self, pid: int) -> str | None:
+        """The component (``procs`` key) whose session ``pid`` runs in."""
+        with contextlib.suppress(OSError):
+            sid = os.getsid(pid)
+            return next((name for name, proc in self.procs.items() if proc.pid == sid), None)
+        return None
+
+    def kill_component(self, name: str) -> list[int]:
+        """SIGKILL one component's whole session at once (a crashed machine, ``kill -9``: no cleanup, no goodbye to
+        the broker or the api-server); returns the pids killed. The rest of the deployment keeps running."""
+        proc = self.procs.pop(name)
+        with deferred_signals():
+            members = self.session_members(proc)
+            for member in members:
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+            _wait_gone(members, 10.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        return [member.pid for member in members]
 
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -709,6 +819,11 @@ class AirflowEnv:
                     if part != "metadatabase":
                         once(part, f"{part.replace('_', '-')} healthy")
                 healthy = len(up) == len(parts)
+                if self.celery:
+                    ready = self.celery_workers_ready()
+                    for name in ready:
+                        once(name, f"{name} ready")
+                    healthy = healthy and len(ready) == len(self.celery_workers)
                 dags = {d["dag_id"] for d in self.get("/dags", params={"limit": 1000})["dags"]} if wanted else set()
                 last = (health, sorted(dags))
                 for dag_id in sorted(wanted & dags):
@@ -741,7 +856,16 @@ class AirflowEnv:
         return response.json()["access_token"]
 
     def get(self, path: str, **kwargs: Any) -> Any:
-        response = self._client.get(path, **kwargs)
+        """A REST read, tried again (3 tries in all) when the one api-server worker, starved on a loaded machine,
+        does not answer within the client's 30 s (seen with two Celery workers beside four other stacks)."""
+        for attempt in range(3):
+            try:
+                response = self._client.get(path, **kwargs)
+                break
+            except httpx.TimeoutException:
+                if attempt == 2:
+                    raise
+                print(f"GET {path}: no answer in time, trying again", file=sys.stderr, flush=True)
         response.raise_for_status()
         return response.json()
 
@@ -843,7 +967,12 @@ class AirflowEnv:
     def component_tails(self, lines: int = 40) -> str:
         return "\n".join(
             f"===== {name} (last {lines} lines)\n{tail(self.component_logs / f'{name}.log', lines)}"
-            for name in ("db-migrate", *COMPONENTS, *self.triggerers[1:])
+            for name in (
+                "db-migrate",
+                *COMPONENTS,
+                *self.triggerers[1:],
+                *(("redis", *self.celery_workers) if self.celery else ()),
+            )
             if (self.component_logs / f"{name}.log").exists()
         )
 
@@ -886,7 +1015,7 @@ class AirflowEnv:
             self._client.close()
             ended, killed, survivors = self._tree.stop(grace)
             self.procs.clear()
-            freed, busy = _wait_ports_free([self.port])
+            freed, busy = _wait_ports_free([self.port, *([self.redis_port] if self.redis_port else [])])
             removed = []
             if self.owns_home and self.home.exists():
                 shutil.rmtree(self.home, ignore_errors=True)
@@ -941,6 +1070,8 @@ def liangxin_airflow(
     users: Mapping[str, str] | None = None,
     sim_api_key: str | None = None,
     triggerers: int = 1,
+    executor: str | None = None,
+    celery_workers: int = 2,
 ) -> Iterator[tuple[AirflowEnv, Simulator | None]]:
     """A simulator (unless ``base_url`` is given) and an Airflow whose ``liangxin_default`` connection points at it.
 
@@ -975,6 +1106,8 @@ def liangxin_airflow(
             callbacks=callbacks,
             users=users,
             triggerers=triggerers,
+            executor=executor,
+            celery_workers=celery_workers,
         )
         env.owns_home = own_home is not None
         try:

@@ -388,7 +388,7 @@ class FaultSuite:
             return False
         job_id, held = owners.most_common(1)[0]
         self._dead_job, self._orphans, self._moved = job_id, {tid for tid, owner, _ in rows if owner == job_id}, set()
-        killed = self.env.kill_component(jobs[job_id])
+        killed = len(self.env.kill_component(jobs[job_id]))
         self.say(f"killed {jobs[job_id]} with SIGKILL ({killed} processes; job {job_id}, holding {held} triggers)")
         result.orphaned_triggers = len(self._orphans)
         return True

@@ -23,17 +23,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.e2e.airflow_env import REPO_ROOT, port_is_free
+from tests.e2e.airflow_env import EXECUTOR_ENV, REPO_ROOT, port_is_free
 
 STOP_BOUND = 20.0  # seconds from the signal to a clean exit (grace 3 s, SIGKILL, simulator, removal)
 START_BOUND = 240.0  # seconds for the demo to reach the state under test on a busy 2-core CI machine
 
 
 def _child_env(tmp_path: Path) -> dict[str, str]:
-    """A private TMPDIR (so leftovers are ours to see) and none of this session's Airflow settings."""
+    """A private TMPDIR (so leftovers are ours to see) and none of this session's Airflow settings but its
+    executor."""
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and not k.startswith("LIANGXIN_")}
+    if EXECUTOR_ENV in os.environ:  # ./run celery: the demo's Redis and Celery workers must go too
+        env[EXECUTOR_ENV] = os.environ[EXECUTOR_ENV]
     env.update(TMPDIR=str(tmpdir), LIANGXIN_OUTPUT_DIR=str(tmp_path / "output"), PYTHONUNBUFFERED="1")
     env["LIANGXIN_VENV"] = sys.prefix  # ./run demo uses this session's virtualenv, never makes another
     return env
@@ -114,10 +117,17 @@ def watch(tmp_path) -> Iterator[Callable[[list[str]], Watched]]:
         watched.cleanup()
 
 
+def _cmdline(proc: psutil.Process) -> str:
+    """A live process's command line ("" once it is gone or a zombie)."""
+    with contextlib.suppress(psutil.Error):
+        return " ".join(proc.cmdline())
+    return ""
+
+
 def _stop_and_check(demo: Watched, signum: signal.Signals) -> None:
     """Send ``signum``; the demo must exit 128 + signum within STOP_BOUND, leave nothing, and say so in one line."""
     home = Path(demo.wait_for(r"airflow db migrate\) in (\S+)", 5).group(1))
-    ports = [int(m) for m in re.findall(r"http://127\.0\.0\.1:(\d+)", demo.output())]
+    ports = [int(m) for m in re.findall(r"(?:http|redis)://127\.0\.0\.1:(\d+)", demo.output())]
     demo.snapshot()
     tracked = len(demo.seen)
     sent = time.monotonic()
@@ -150,8 +160,11 @@ def test_sigterm_to_run_demo_once_the_api_server_answers_leaves_nothing(watch):
         pytest.skip("not running from a virtualenv made by ./run: ./run demo would install one first")
     demo = watch([str(REPO_ROOT / "run"), "demo"])
     demo.wait_for(r"api-server answering on")
-    deadline = time.monotonic() + 60  # the scheduler's LocalExecutor workers exist: a real process tree
-    while not any("LocalExecutor" in " ".join(p.cmdline()) for p in demo.seen.values() if p.is_running()):
+    # The executor's workers exist (the scheduler's LocalExecutor workers, or the Celery workers' pools): a real
+    # process tree.
+    worker = "celery worker" if os.environ.get(EXECUTOR_ENV) == "celery" else "LocalExecutor"
+    deadline = time.monotonic() + 60
+    while not any(worker in _cmdline(p) for p in list(demo.seen.values())):
         assert time.monotonic() < deadline, demo.output()
         time.sleep(0.2)
     _stop_and_check(demo, signal.SIGTERM)
