@@ -1,5 +1,6 @@
 """The one place that touches Airflow internals (not ``airflow.sdk`` / common-compat): the callback receiver's
-database work in the api-server.
+database work in the api-server, and (:func:`has_fs`) the ObjectStoragePath filesystem registry that moved into
+the SDK in Airflow 3.1.
 
 Used: the ``TaskInstance`` and ``Trigger`` ORM models (``state``, ``trigger_id``, ``classpath``, ``kwargs``,
 ``created_date``), ``Trigger.submit_event`` (what the triggerer calls when a trigger fires, and what core's HITL
@@ -76,6 +77,27 @@ class AirflowInternals:
             session.execute(text("SELECT 1"))
 
 
+_has_fs_warned = False
+
+
+def has_fs(scheme: str) -> bool:
+    """Whether Airflow's ``ObjectStoragePath`` has a filesystem for ``scheme`` (a provider registered one, or a
+    built-in). ``airflow.sdk.io.fs`` from Airflow 3.1, ``airflow.io`` on 3.0; where neither exists (one log line),
+    False: results.py then stores through universal-pathlib, which covers local paths and fsspec's own schemes."""
+    global _has_fs_warned
+    try:
+        from airflow.sdk.io.fs import has_fs as registry_has_fs
+    except ImportError:
+        try:
+            from airflow.io import has_fs as registry_has_fs  # type: ignore[no-redef,attr-defined]  # Airflow 3.0
+        except ImportError as exc:
+            if not _has_fs_warned:
+                _has_fs_warned = True
+                log.warning("Airflow ObjectStoragePath registry not found (%s); storing via universal-pathlib", exc)
+            return False
+    return bool(registry_has_fs(scheme))
+
+
 def load_internals() -> AirflowInternals | None:
     """The internals, or None (with one log line) where this Airflow lacks them."""
     try:
@@ -108,4 +130,4 @@ def load_internals() -> AirflowInternals | None:
     )
 
 
-__all__ = ["AirflowInternals", "WaitingTask", "load_internals"]
+__all__ = ["AirflowInternals", "WaitingTask", "has_fs", "load_internals"]

@@ -492,6 +492,9 @@ class AirflowEnv:
                 "AIRFLOW__API__WORKERS": "1",
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
                 "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+                # Airflow 3.0 answers the REST xcomEntries ``deserialize=true`` the tests use only with this on (3.1
+                # dropped the option and always allows it): ./run compat.
+                "AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT": "True",
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_folder),
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
