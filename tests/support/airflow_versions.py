@@ -6,17 +6,18 @@ import pytest
 from airflow import __version__ as airflow_version
 from packaging.version import Version
 
-AIRFLOW_3_0 = Version(airflow_version).release[:2] == (3, 0)
+#: Before Airflow 3.3.2 common-compat's ``get_async_connection`` runs the sync ``get_connection`` in a worker
+#: thread (``sync_to_async``): 3.0 has no ``aget_connection``, and until 3.3.2 it masks secrets with a sync call that
+#: deadlocks when another async call is in flight. "The trigger never calls the sync API" holds from 3.3.2.
+SYNC_CONNECTION_IN_THREAD = Version(airflow_version) < Version("3.3.2")
 
 try:  # 3.1 moved DagBag out of airflow.models
     from airflow.dag_processing.dagbag import DagBag
 except ImportError:  # Airflow 3.0
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
-#: Airflow 3.0 has no async connection look-up: common-compat's ``get_async_connection`` runs the sync
-#: ``get_connection`` in a thread (``sync_to_async``), so "the trigger never calls the sync API" holds from 3.1.
 needs_async_connection_api = pytest.mark.skipif(
-    AIRFLOW_3_0, reason="Airflow 3.0: connections are read with the sync API in a thread (common-compat)"
+    SYNC_CONNECTION_IN_THREAD, reason="before Airflow 3.3.2 connections are read with the sync API in a thread"
 )
 
-__all__ = ["AIRFLOW_3_0", "DagBag", "needs_async_connection_api"]
+__all__ = ["SYNC_CONNECTION_IN_THREAD", "DagBag", "needs_async_connection_api"]

@@ -14,7 +14,7 @@ from airflow_provider_liangxin.events import LiangxinTaskWaitException, make_eve
 from airflow_provider_liangxin.hooks.liangxin import LiangxinHook
 from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
 from tests.conftest import liangxin_conn_json
-from tests.support.airflow_versions import AIRFLOW_3_0
+from tests.support.airflow_versions import SYNC_CONNECTION_IN_THREAD
 
 FAST = {"max_attempts": 2, "backoff_initial": 0.0, "backoff_max": 0.0, "max_wait_total": 5}
 
@@ -86,7 +86,7 @@ async def test_success_yields_exactly_one_event_with_record(sim_conn, monkeypatc
     def forbidden(*args, **kwargs):
         raise AssertionError("the trigger called the sync get_connection")
 
-    if not AIRFLOW_3_0:  # 3.0 has no async connection API: common-compat runs the sync one in a thread
+    if not SYNC_CONNECTION_IN_THREAD:  # before 3.3.2 common-compat runs the sync look-up in a thread
         monkeypatch.setattr(BaseHook, "get_connection", forbidden)
         monkeypatch.setattr(LiangxinHook, "get_connection", forbidden)
     events = await events_of(LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 30))
