@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -432,6 +432,29 @@ class Simulator(SimulatorProcess):
         return json.dumps({"conn_type": "liangxin", "host": self.base_url, "password": self.api_key})
 
 
+class _AllAdminsToken(httpx.Auth):
+    """The REST client's credentials. With ``simple_auth_manager_all_admins`` Airflow 3.0 and 3.2+ let anonymous
+    requests in; 3.1 answers 401 and hands out an admin token at ``GET /auth/token`` instead (./run compat). The
+    token is fetched on the first 401, so other versions never ask for one."""
+
+    requires_response_body = True
+
+    def __init__(self, base_url: str) -> None:
+        self.token_url = f"{base_url}/auth/token"
+        self.token: str | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self.token:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        response = yield request
+        if response.status_code == 401:
+            answer = yield httpx.Request("GET", self.token_url)
+            if answer.status_code < 300:
+                self.token = answer.json()["access_token"]
+                request.headers["Authorization"] = f"Bearer {self.token}"
+                yield request
+
+
 class AirflowEnv:
     """One real Airflow 3 deployment in a temporary ``AIRFLOW_HOME``; see the module docstring."""
 
@@ -460,7 +483,7 @@ class AirflowEnv:
         self.progress = progress or _quiet
         self.stop_report: StopReport | None = None
         self._tree = ProcessTree()
-        self._client = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=30)
+        self._client = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=30, auth=_AllAdminsToken(self.base_url))
 
     # ---------------------------------------------------------------- setup
     def _environment(self, extra: Mapping[str, str]) -> dict[str, str]:
