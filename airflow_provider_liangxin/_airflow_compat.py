@@ -52,7 +52,7 @@ class AirflowInternals:
         from sqlalchemy import select
 
         with self._create_session() as session:
-            query = select(self._ti).where(self._ti.id == uuid.UUID(ti_id))
+            query = select(self._ti).where(self._ti.id == self._ti_id(ti_id))
             ti = session.scalars(self._row_locks(query, session=session, of=self._ti)).one_or_none()
             waiting = WaitingTask(state=None)
             if ti is not None:
@@ -68,6 +68,17 @@ class AirflowInternals:
             if payload is not None and waiting.trigger_id is not None:
                 self._trigger.submit_event(waiting.trigger_id, self._event(dict(payload)), session=session)
             return outcome
+
+    def _ti_id(self, ti_id: str) -> Any:
+        """The id as its column takes it: a UUID column from Airflow 3.2, a 36-character string column on 3.0 and 3.1
+        (where SQLite cannot bind a ``uuid.UUID``)."""
+        value = uuid.UUID(ti_id)
+        column_type = self._ti.id.type
+        try:  # 3.0 wraps the string type in a Variant (a UUID on PostgreSQL)
+            python_type = getattr(column_type, "impl", column_type).python_type
+        except (AttributeError, NotImplementedError):
+            return value
+        return str(value) if python_type is str else value
 
     def check_database(self) -> None:
         """One trivial query (the health route)."""
