@@ -1,5 +1,6 @@
 """The one place that touches Airflow internals (not ``airflow.sdk`` / common-compat): the callback receiver's
-database work in the api-server.
+database work in the api-server, and (:func:`has_fs`) the ObjectStoragePath filesystem registry that moved into
+the SDK in Airflow 3.1.
 
 Used: the ``TaskInstance`` and ``Trigger`` ORM models (``state``, ``trigger_id``, ``classpath``, ``kwargs``,
 ``created_date``), ``Trigger.submit_event`` (what the triggerer calls when a trigger fires, and what core's HITL
@@ -51,7 +52,7 @@ class AirflowInternals:
         from sqlalchemy import select
 
         with self._create_session() as session:
-            query = select(self._ti).where(self._ti.id == uuid.UUID(ti_id))
+            query = select(self._ti).where(self._ti.id == self._ti_id(ti_id))
             ti = session.scalars(self._row_locks(query, session=session, of=self._ti)).one_or_none()
             waiting = WaitingTask(state=None)
             if ti is not None:
@@ -68,12 +69,44 @@ class AirflowInternals:
                 self._trigger.submit_event(waiting.trigger_id, self._event(dict(payload)), session=session)
             return outcome
 
+    def _ti_id(self, ti_id: str) -> Any:
+        """The id as its column takes it: a UUID column from Airflow 3.2, a 36-character string column on 3.0 and 3.1
+        (where SQLite cannot bind a ``uuid.UUID``)."""
+        value = uuid.UUID(ti_id)
+        column_type = self._ti.id.type
+        try:  # 3.0 wraps the string type in a Variant (a UUID on PostgreSQL)
+            python_type = getattr(column_type, "impl", column_type).python_type
+        except (AttributeError, NotImplementedError):
+            return value
+        return str(value) if python_type is str else value
+
     def check_database(self) -> None:
         """One trivial query (the health route)."""
         from sqlalchemy import text
 
         with self._create_session() as session:
             session.execute(text("SELECT 1"))
+
+
+_has_fs_warned = False
+
+
+def has_fs(scheme: str) -> bool:
+    """Whether Airflow's ``ObjectStoragePath`` has a filesystem for ``scheme`` (a provider registered one, or a
+    built-in). ``airflow.sdk.io.fs`` from Airflow 3.1, ``airflow.io`` on 3.0; where neither exists (one log line),
+    False: results.py then stores through universal-pathlib, which covers local paths and fsspec's own schemes."""
+    global _has_fs_warned
+    try:
+        from airflow.sdk.io.fs import has_fs as registry_has_fs
+    except ImportError:
+        try:
+            from airflow.io import has_fs as registry_has_fs  # type: ignore[no-redef,attr-defined]  # Airflow 3.0
+        except ImportError as exc:
+            if not _has_fs_warned:
+                _has_fs_warned = True
+                log.warning("Airflow ObjectStoragePath registry not found (%s); storing via universal-pathlib", exc)
+            return False
+    return bool(registry_has_fs(scheme))
 
 
 def load_internals() -> AirflowInternals | None:
@@ -226,6 +259,7 @@ __all__ = [
     "ResultViewInternals",
     "TaskInstanceFacts",
     "WaitingTask",
+    "has_fs",
     "load_internals",
     "load_result_view_internals",
     "supports_task_instance_views",

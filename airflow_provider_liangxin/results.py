@@ -270,12 +270,6 @@ def destination_problem(url: str, policy: DestinationPolicy) -> tuple[str, bool]
 # ---------------------------------------------------------------------------------------------- storage
 
 
-def _airflow_has_fs(scheme: str) -> bool:
-    from airflow.sdk.io.fs import has_fs
-
-    return bool(has_fs(scheme))
-
-
 def _storage_path(output_path: Any) -> StoragePath:
     """Resolve ``output_path`` to a path object, or raise ValueError saying why it cannot be storage."""
     if hasattr(output_path, "fs") and hasattr(output_path, "protocol"):
@@ -289,7 +283,9 @@ def _storage_path(output_path: Any) -> StoragePath:
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         raise ValueError(f"output_path {text!r} is a web URL, not a storage location; use a path, s3://, gs://...")
-    in_airflow = _airflow_has_fs(scheme or "file")
+    from airflow_provider_liangxin._airflow_compat import has_fs
+
+    in_airflow = has_fs(scheme or "file")
     if not in_airflow and "@" in parts.netloc:
         raise ValueError(
             f"output_path {text!r} names an Airflow connection, but no installed provider registers "

@@ -11,7 +11,7 @@ DAG_FOLDER = __file__.rsplit("/", 1)[0] + "/dags"
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.support.airflow_versions import DagBag
 
     bag = DagBag(DAG_FOLDER)
     assert bag.import_errors == {}

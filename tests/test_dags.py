@@ -38,7 +38,7 @@ def _forbidden(what: str):
 
 
 def _load_dagbag():
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.support.airflow_versions import DagBag
 
     return DagBag(dag_folder=str(DAGS_FOLDER), safe_mode=False)
 
@@ -47,7 +47,7 @@ def _load_dagbag():
 def guarded_dagbag(monkeypatch, tmp_path):
     """Parse ``dags/`` with sockets and connection look-ups booby-trapped, re-importing the provider too."""
     from airflow.models.connection import Connection
-    from airflow.sdk import BaseHook
+    from airflow.providers.common.compat.sdk import BaseHook
 
     monkeypatch.setenv("LIANGXIN_OUTPUT_DIR", str(tmp_path / "out"))
     monkeypatch.setenv("LIANGXIN_POLL_INTERVAL", "2.5")
@@ -84,13 +84,15 @@ def test_no_network_or_connection_access_at_parse_time(guarded_dagbag):
 
 def test_guards_would_catch_parse_time_access(monkeypatch, tmp_path):
     """The guard itself works: a DAG file that looks a connection up at parse time becomes an import error."""
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.sdk import BaseHook
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    from tests.support.airflow_versions import DagBag
 
     monkeypatch.setattr(BaseHook, "get_connection", classmethod(_forbidden("BaseHook.get_connection")))
     bad = tmp_path / "bad_dag.py"
     bad.write_text(
-        "from airflow.sdk import BaseHook, dag\n"
+        "from airflow.providers.common.compat.sdk import BaseHook\n"
+        "from airflow.sdk import dag\n"
         "BaseHook.get_connection('liangxin_default')\n"
         "@dag(dag_id='bad', schedule=None)\n"
         "def bad():\n    pass\n"

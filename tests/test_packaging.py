@@ -44,6 +44,7 @@ def test_sdist_is_a_complete_source_distribution(dist):
         "LICENSE",
         "README.md",
         "constraints.txt",
+        "constraints/airflow-3.0.txt",
         "run",
         ".ci/run",
         "pyproject.toml",

@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_help_is_the_header_comment_and_nothing_else(args):
     done = subprocess.run([str(REPO_ROOT / "run"), *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    for command in ("./run demo", "./run tests", "./run bench", "./run faults", "./run celery"):
+    for command in ("./run demo", "./run tests", "./run bench", "./run faults", "./run celery", "./run compat"):
         assert command in done.stdout
     assert "set -" not in done.stdout  # the shell's options were printed as help
     assert not re.search(r"^#", done.stdout, re.M), done.stdout
@@ -73,6 +73,25 @@ def test_every_extra_requirement_is_pinned():
     names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0]).lower() for r in requirements}
     assert names - set(pins) == set(), sorted(names - set(pins))
     assert "time-machine" not in names  # unused: removed
+
+
+def test_compat_covers_every_claimed_airflow_minor_with_a_pinned_world():
+    """``./run compat`` runs one latest patch per Airflow 3 minor from pyproject's lower bound up to the version CI
+    pins, each installed from a constraints file that pins exactly that Airflow (docs/compatibility.md)."""
+    run = (REPO_ROOT / "run").read_text()
+    versions = re.search(r"^COMPAT_VERSIONS=\(([^)]*)\)", run, re.M).group(1).split()  # type: ignore[union-attr]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    floor = next(r for r in project["dependencies"] if r.startswith("apache-airflow>="))
+    low = tuple(int(n) for n in floor.split(">=")[1].split(".")[:2])
+    high = tuple(int(n) for n in _constraint_pins()["apache-airflow"].split(".")[:2])
+    minors = [tuple(int(n) for n in v.split(".")[:2]) for v in versions]
+    assert minors == [(3, minor) for minor in range(low[1], high[1] + 1)], (versions, floor)
+    assert _constraint_pins()["apache-airflow"] in versions
+    for version in versions:
+        if version == _constraint_pins()["apache-airflow"]:
+            continue
+        pins = REPO_ROOT / "constraints" / f"airflow-{version.rsplit('.', 1)[0]}.txt"
+        assert f"\napache-airflow=={version}\n" in pins.read_text(), pins
 
 
 STUB_RUN = """#!{python}

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -491,6 +491,29 @@ class Simulator(SimulatorProcess):
         return json.dumps({"conn_type": "liangxin", "host": self.base_url, "password": self.api_key})
 
 
+class _AllAdminsToken(httpx.Auth):
+    """The REST client's credentials. With ``simple_auth_manager_all_admins`` Airflow 3.0 and 3.2+ let anonymous
+    requests in; 3.1 answers 401 and hands out an admin token at ``GET /auth/token`` instead (./run compat). The
+    token is fetched on the first 401, so other versions never ask for one."""
+
+    requires_response_body = True
+
+    def __init__(self, base_url: str) -> None:
+        self.token_url = f"{base_url}/auth/token"
+        self.token: str | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self.token:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        response = yield request
+        if response.status_code == 401:
+            answer = yield httpx.Request("GET", self.token_url)
+            if answer.status_code < 300:
+                self.token = answer.json()["access_token"]
+                request.headers["Authorization"] = f"Bearer {self.token}"
+                yield request
+
+
 class AirflowEnv:
     """One real Airflow 3 deployment in a temporary ``AIRFLOW_HOME``; see the module docstring."""
 
@@ -546,7 +569,9 @@ class AirflowEnv:
         self.stop_report: StopReport | None = None
         self._tree = ProcessTree()
         self._client = httpx.Client(
-            base_url=f"{self.base_url}/api/v2", timeout=30, auth=_AdminToken(self) if self.users else None
+            base_url=f"{self.base_url}/api/v2",
+            timeout=30,
+            auth=_AdminToken(self) if self.users else _AllAdminsToken(self.base_url),
         )
 
     # ---------------------------------------------------------------- setup
@@ -579,6 +604,9 @@ class AirflowEnv:
                 "AIRFLOW__API__WORKERS": "1",
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
                 "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+                # Airflow 3.0 answers the REST xcomEntries ``deserialize=true`` the tests use only with this on (3.1
+                # dropped the option and always allows it): ./run compat.
+                "AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT": "True",
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_folder),
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),

@@ -71,18 +71,30 @@ def stack(request, tmp_path_factory):
             print(f"\n===== Airflow component logs (tails)\n{env.component_tails(lines=40)}")
 
 
+#: The runs the ``smoke`` tests wait for (``./run compat`` runs ``-m smoke`` on every Airflow 3 minor).
+SMOKE_RUNS = ("smoke", "single", "fail")
+
+
 @pytest.fixture(scope="module")
-def runs(stack) -> dict[str, tuple[str, str]]:
-    """Every run of the module, triggered at once: name -> (dag_id, run_id)."""
+def runs(stack, request) -> dict[str, tuple[str, str]]:
+    """Every run of the module, triggered at once: name -> (dag_id, run_id). When only ``smoke`` tests of the
+    module are selected, only their runs are triggered (the others would only load the machine)."""
     env, _sim, _output = stack
-    return {
-        "smoke": (SMOKE, env.trigger(SMOKE)),
-        "retry": (RETRY, env.trigger(RETRY)),
-        "single": (SINGLE, env.trigger(SINGLE, {"prompt": SINGLE_PROMPT, "aspect_ratio": "1:1"})),
-        "fail": (SINGLE, env.trigger(SINGLE, {"prompt": FAIL_PROMPT})),
+    selected = [item for item in request.session.items if item.module is request.module]
+    only_smoke = all(item.get_closest_marker("smoke") for item in selected)
+    planned: dict[str, tuple[str, dict[str, Any] | None]] = {
+        "smoke": (SMOKE, None),
+        "retry": (RETRY, None),
+        "single": (SINGLE, {"prompt": SINGLE_PROMPT, "aspect_ratio": "1:1"}),
+        "fail": (SINGLE, {"prompt": FAIL_PROMPT}),
         # the DAG's default params: 3 prompts x 2 models, mapped and as one batch, + 3 via sensor
-        "batch": (BATCH, env.trigger(BATCH, {"sensor_model": SENSOR_MODEL})),
-        "race": (RACE, env.trigger(RACE, {"n": RACE_N, "tag": "e2e"})),
+        "batch": (BATCH, {"sensor_model": SENSOR_MODEL}),
+        "race": (RACE, {"n": RACE_N, "tag": "e2e"}),
+    }
+    return {
+        name: (dag_id, env.trigger(dag_id, conf))
+        for name, (dag_id, conf) in planned.items()
+        if name in SMOKE_RUNS or not only_smoke
     }
 
 
@@ -121,6 +133,7 @@ def assert_deferred_in_triggerer(env: AirflowEnv, dag_id: str, run_id: str, task
 # ------------------------------------------------------------------------------------------------------ tests
 
 
+@pytest.mark.smoke
 def test_harness_defers_a_core_trigger(stack, runs):
     """Sanity check of the harness itself (scheduler, executor, triggerer) with a trigger from Airflow core."""
     env, _sim, _output = stack
@@ -167,6 +180,7 @@ def test_retry_after_worker_kill_resumes_the_same_liangxin_task(stack, runs):
     assert sim.stats()["created_per_model"].get(SLOW_MODEL) == 1
 
 
+@pytest.mark.smoke
 def test_seedream_single_defers_and_stores_a_png(stack, runs):
     env, sim, output = stack
     run_id = finished(env, runs["single"])
@@ -264,6 +278,7 @@ def test_content_batch_one_create_per_mapped_task(stack, runs):
         assert_png(local_path(img["path"]))
 
 
+@pytest.mark.smoke
 def test_failed_generation_still_links_its_liangxin_task(stack, runs):
     """A failed task has the link to the result view too, and LiangXin's reasons in XCom for it; the XCom
     ``liangxin_result_url`` names the LiangXin task (its recordInfo URL), pushed right after createTask."""
@@ -281,6 +296,7 @@ def test_failed_generation_still_links_its_liangxin_task(stack, runs):
     assert failure["fail_msg"]
 
 
+@pytest.mark.smoke
 def test_failed_generation_fails_the_task_with_the_fail_message(stack, runs):
     env, sim, _output = stack
     run_id = finished(env, runs["fail"], expected="failed")
@@ -331,6 +347,7 @@ def test_simulator_saw_no_failed_creates(stack, runs):
     assert stats["task_count"] == 18 + RACE_N
 
 
+@pytest.mark.smoke
 def test_api_key_never_reaches_airflow_logs_or_xcom(stack, runs):
     """Every task log, trigger log and component log of the module, and the result XComs, are free of the key."""
     env, sim, _output = stack

@@ -28,6 +28,7 @@ from airflow_provider_liangxin._api import (
 from airflow_provider_liangxin.hooks import liangxin as hook_module
 from airflow_provider_liangxin.hooks.liangxin import SESSION_POOL, LiangxinHook
 from tests.conftest import TEST_API_KEY, liangxin_conn_json
+from tests.support.airflow_versions import needs_async_connection_api
 from tests.support.scripted_server import Reply, ok, record
 
 #: The taskId of scripted_server.record(): recordInfo answers must name the task asked for.
@@ -428,8 +429,9 @@ class TestTestConnection:
 
 
 class TestAsyncPath:
+    @needs_async_connection_api
     async def test_async_path_never_uses_sync_connection_api(self, scripted_conn, monkeypatch):
-        from airflow.sdk import BaseHook
+        from airflow.providers.common.compat.sdk import BaseHook
 
         def forbidden(*args, **kwargs):
             raise AssertionError("sync get_connection called on the event loop")

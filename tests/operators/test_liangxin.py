@@ -328,15 +328,14 @@ class TestOutputPath:
         assert api_calls(sim_conn) == before
 
     def test_output_asset_is_declared_and_its_event_lists_the_files(self, sim_conn, tmp_path):
-        from collections import defaultdict
-        from types import SimpleNamespace
+        from airflow.sdk.execution_time.context import OutletEventAccessors
 
         op = operator(output_path=str(tmp_path / "assets"), output_asset=True)
         (asset,) = op.outlets
         assert asset.uri.startswith("file://")
         assert asset.uri.rstrip("/").endswith(str(tmp_path / "assets"))
         context = make_context()
-        context["outlet_events"] = defaultdict(SimpleNamespace)
+        context["outlet_events"] = OutletEventAccessors()  # what the task runner passes (keyed by asset URI)
         result = op.execute(context)
         assert context["outlet_events"][asset].extra == {
             "liangxin_task_id": result["task_id"],
