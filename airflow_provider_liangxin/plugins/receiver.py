@@ -300,6 +300,7 @@ def create_app(receiver: CallbackReceiver | None, extra_routes: Callable[[FastAP
     async def bad_method(_request: Request, _exc: Exception) -> Response:
         return answer(404, NOT_FOUND)
 
+    install_access_log_redaction()
     return RedactPath(app)
 
 
@@ -340,11 +341,34 @@ class RedactPath:
                     scope["raw_path"] = redact_capability(raw.decode("latin-1")).encode("latin-1")
 
 
+class RedactAccessLog(logging.Filter):
+    """Hide the token from uvicorn's own access log (``uvicorn.access``, Airflow 3.1's api-server request log).
+    uvicorn writes that line when the response *starts*, before :class:`RedactPath` rewrites the scope, so the
+    record's arguments are redacted here instead; the record is never dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, str) and "/liangxin/v1/callback/" in arg for arg in record.args
+        ):
+            record.args = tuple(redact_capability(arg) if isinstance(arg, str) else arg for arg in record.args)
+        if isinstance(record.msg, str) and "/liangxin/v1/callback/" in record.msg:
+            record.msg = redact_capability(record.msg)
+        return True
+
+
+def install_access_log_redaction() -> None:
+    """Add :class:`RedactAccessLog` to uvicorn's access logger once per process (idempotent)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactAccessLog) for existing in access.filters):
+        access.addFilter(RedactAccessLog())
+
+
 __all__ = [
     "MAX_BODY_BYTES",
     "CallbackReceiver",
     "Decision",
     "RateLimiter",
+    "RedactAccessLog",
     "RedactPath",
     "body_task_id",
     "callback_event",

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -326,6 +328,61 @@ def test_access_log_sees_the_path_without_the_token(db, clock):
     client = TestClient(access_log)
     assert client.post(f"/liangxin/v1/callback/{TI_ID}/{TOKEN}", content=body()).status_code == 204
     assert seen == [f"/liangxin/v1/callback/{TI_ID}/***"] * 2
+
+
+def test_uvicorn_access_log_never_holds_the_token(db, clock):
+    """Airflow 3.1's api-server logs requests with uvicorn's own access logger, which writes its line when the
+    response starts (before RedactPath's rewrite): a real uvicorn on loopback, its access log captured."""
+    import socket
+
+    import httpx
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    db.defer()
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    access = logging.getLogger("uvicorn.access")
+    capture, level = Capture(), access.level
+    access.addHandler(capture)
+    access.setLevel(logging.INFO)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    outer = Starlette(routes=[Mount("/liangxin", app=create_app(receiver(db, clock)))])
+    server = uvicorn.Server(uvicorn.Config(outer, log_config=None, access_log=True, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        answer = httpx.post(f"http://127.0.0.1:{port}/liangxin/v1/callback/{TI_ID}/{TOKEN}", content=body())
+        assert answer.status_code == 204
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        access.removeHandler(capture)
+        access.setLevel(level)
+    callback_lines = [line for line in lines if "/liangxin/v1/callback/" in line]
+    assert callback_lines, lines
+    assert all(TOKEN not in line and f"/liangxin/v1/callback/{TI_ID}/***" in line for line in callback_lines)
+
+
+def test_access_log_filter_redacts_a_message_without_args():
+    from airflow_provider_liangxin.plugins.receiver import RedactAccessLog
+
+    record = logging.LogRecord(
+        "uvicorn.access", 20, __file__, 1, f"POST /liangxin/v1/callback/{TI_ID}/{TOKEN}", None, None
+    )
+    assert RedactAccessLog().filter(record)
+    assert record.getMessage() == f"POST /liangxin/v1/callback/{TI_ID}/***"
 
 
 class TestPlugin:
