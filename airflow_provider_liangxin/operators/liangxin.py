@@ -30,7 +30,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_liangxin._api import LiangxinTaskNotFoundError, TaskRecord
+from airflow_provider_liangxin._api import LiangxinTaskNotFoundError, TaskRecord, cap_text
 from airflow_provider_liangxin.batch import json_problem
 from airflow_provider_liangxin.callbacks import (
     AUTO,
@@ -441,10 +441,22 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
         return same_model and record.param.get("input") == wanted
 
     def _remember(self, context: Context, task_id: str, hook: LiangxinHook) -> None:
+        """Record a just-paid taskId. A failed write (an overloaded Execution API timing out) must not fail the
+        try: the task is paid for and this try still waits for it (the trigger kwargs carry the taskId). Only a
+        retry of this try could not resume it, and the log says so."""
         store = context.get("task_state_store")
-        if store is not None:
-            store.set(STATE_KEY, task_id)
-        self._push_task_id(context, task_id, hook)
+        try:
+            if store is not None:
+                store.set(STATE_KEY, task_id)
+            self._push_task_id(context, task_id, hook)
+        except Exception as exc:
+            self.log.warning(
+                "Could not record LiangXin task %s (%s: %s); this try still waits for it, but a retry of it "
+                "could not resume it and would create a new one",
+                task_id,
+                type(exc).__name__,
+                cap_text(str(exc), 300),
+            )
 
     def _push_task_id(self, context: Context, task_id: str, hook: LiangxinHook) -> None:
         self._liangxin_task_id = task_id
@@ -935,12 +947,15 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
 
     def _load(self, context: Context, state: Any, carry: Mapping[str, Any] | None) -> None:
         store = context.get("task_state_store")
+        carried = {int(k): v for k, v in (carry or {}).items()}
+        chunks: dict[int, Any] = {}
         if store is not None:
             chunks = {chunk: store.get(state.chunk_key(chunk)) for chunk in state.chunks()}
-        else:
-            chunks = {int(k): v for k, v in (carry or {}).items()}
+        chunks.update(carried)  # newer than the store: chunks whose write failed before the deferral
         for note in state.restore({k: v for k, v in chunks.items() if v}):
             self.log.warning("%s", note)
+        if store is not None:
+            state.dirty.update(carried)  # write them where a retry looks
 
     def _save(self, context: Context, state: Any) -> None:
         """Write the chunks that changed: right after each createTask answer (grouped when several came back
@@ -949,14 +964,26 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
         store = context.get("task_state_store")
         if store is None:
             return
-        for chunk in dirty:
-            store.set(state.chunk_key(chunk), state.dump_chunk(chunk))
+        for position, chunk in enumerate(dirty):
+            try:
+                store.set(state.chunk_key(chunk), state.dump_chunk(chunk))
+            except Exception as exc:
+                # Paid tasks must not fail the batch because the Execution API was slow: keep going, and write
+                # these chunks again at the next save (the try itself holds every taskId in memory).
+                state.dirty.update(dirty[position:])
+                self.log.warning(
+                    "Could not record the batch's state (%s: %s); it is written again at the next step, and a "
+                    "retry before then could not resume the items created since the last write",
+                    type(exc).__name__,
+                    cap_text(str(exc), 300),
+                )
+                return
 
     def _carry(self, context: Context, state: Any) -> dict[str, Any] | None:
-        """Without a task_state_store (Airflow < 3.3) the state rides along the deferral (next_kwargs)."""
-        if context.get("task_state_store") is not None:
-            return None
-        return {str(chunk): state.dump_chunk(chunk) for chunk in state.chunks()}
+        """What rides along the deferral (next_kwargs): without a task_state_store (Airflow < 3.3) the whole
+        state; with one, only the chunks whose write failed (so the resumed worker never forgets a paid task)."""
+        chunks = state.chunks() if context.get("task_state_store") is None else sorted(state.dirty)
+        return {str(chunk): state.dump_chunk(chunk) for chunk in chunks} or None
 
     # ------------------------------------------------------------------------------------------ execute
 

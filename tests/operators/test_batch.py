@@ -4,6 +4,7 @@ request, pacing (max_in_flight, 429), the deferred loop with one trigger, resume
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -14,7 +15,7 @@ from airflow_provider_liangxin.batch import CHUNK_SIZE, STATE_PREFIX
 from airflow_provider_liangxin.operators.liangxin import XCOM_BATCH_RESULTS, LiangxinBatchCreateTaskOperator
 from airflow_provider_liangxin.triggers.liangxin import LiangxinBatchTrigger
 from tests.conftest import api_calls
-from tests.support.airflow_context import FakeStateStore, FakeTI, make_context
+from tests.support.airflow_context import FakeStateStore, FakeTI, FlakyStateStore, make_context
 
 pytestmark = pytest.mark.integration
 
@@ -313,6 +314,35 @@ class TestDeferredBatch:
         assert len(stored) == len(inputs) == len(kwargs["task_ids"])
         assert {str(i): t for i, t in stored.items()} == kwargs["task_ids"]
         assert sorted(store.data) == [f"{STATE_PREFIX}0", f"{STATE_PREFIX}1"]  # chunked
+
+
+class TestStateWritesThatFail:
+    def test_unwritten_chunks_ride_the_deferral_and_are_written_on_resume(self, sim, capfd):
+        """A chunk write that times out neither fails the batch nor forgets a paid task: the chunk goes along
+        the deferral and the resumed worker writes it where a retry looks."""
+        sim.set_faults({"durations": [0.05, 0.05, 0.2]})
+        store = FlakyStateStore(failures=100)  # every write of the first worker times out
+        context = make_context(store, ti())
+        inputs = [{"prompt": f"flaky store {i}"} for i in range(3)]
+        op = batch(inputs=inputs, deferrable=True)
+        before = sum(creates(sim).values())
+        with pytest.raises(TaskDeferred) as info:
+            op.execute(context)
+        assert "Could not record the batch's state (TimeoutError" in capfd.readouterr().out
+        carry = info.value.kwargs["carry"]
+        task_ids = info.value.trigger.serialize()[1]["task_ids"]
+        assert {i: e["t"] for i, e in carry["0"].items()} == task_ids
+        assert not store.data
+        # The resumed worker (a new process: a fresh operator), the Execution API answering again, knows every
+        # task and writes the chunk.
+        store.failures = 0
+        event = asyncio.run(_first_event(LiangxinBatchTrigger(**info.value.trigger.serialize()[1])))
+        resumed = batch(inputs=inputs, deferrable=True)
+        with contextlib.suppress(TaskDeferred):
+            resumed.execute_complete(context, event, **info.value.kwargs)
+        stored = store.data[f"{STATE_PREFIX}0"]
+        assert {i: e["t"] for i, e in stored.items()} == task_ids
+        assert sum(creates(sim).values()) == before + len(inputs)
 
 
 class TestResumeAcrossTries:

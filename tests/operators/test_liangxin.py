@@ -6,6 +6,7 @@ import collections
 import json
 import time
 from datetime import UTC, timedelta
+from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
@@ -20,7 +21,7 @@ from airflow_provider_liangxin.operators.liangxin import (
 )
 from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
 from tests.conftest import api_calls
-from tests.support.airflow_context import FakeStateStore, FakeTI, make_context
+from tests.support.airflow_context import FakeStateStore, FakeTI, FlakyStateStore, make_context
 
 PROMPT = "a red fox in fresh snow"
 
@@ -218,6 +219,38 @@ class TestDeferrableMode:
     def test_execute_complete_failure_branches(self, event, exc, message):
         with pytest.raises(exc, match=message):
             operator(deferrable=True).execute_complete(make_context(), event)
+
+
+class TestRecordingTheTaskId:
+    """Right after createTask the taskId is written through the Execution API; when that write times out (an
+    overloaded api-server), the paid task must still be waited for, not failed (docs/faults.md)."""
+
+    def test_a_failed_state_store_write_still_defers_on_the_same_task(self, sim_conn, capfd):
+        store = FlakyStateStore(failures=1)
+        before = creates(sim_conn)
+        with pytest.raises(TaskDeferred) as info:
+            operator(deferrable=True, input={"prompt": "write fails [sim:never]"}).execute(make_context(store))
+        assert creates(sim_conn) == before + 1
+        task_id = info.value.trigger.serialize()[1]["liangxin_task_id"]
+        assert task_id
+        assert STATE_KEY not in store.data
+        logged = capfd.readouterr().out
+        assert f"Could not record LiangXin task {task_id} (TimeoutError: execution API timed out)" in logged
+
+    def test_a_failed_xcom_push_still_waits_for_the_task(self, sim_conn, capfd):
+        instant(sim_conn)
+
+        class BrokenXCom(FakeTI):
+            def xcom_push(self, key: str, value: Any) -> None:
+                if key == XCOM_TASK_ID:
+                    raise TimeoutError("execution API timed out")
+                super().xcom_push(key, value)
+
+        store = FakeStateStore()
+        result = operator().execute(make_context(store, BrokenXCom()))
+        assert result["state"] == "success"
+        assert store.data[STATE_KEY] == result["task_id"]
+        assert "Could not record LiangXin task" in capfd.readouterr().out
 
 
 class TestRetryResumes:

@@ -46,3 +46,17 @@ def make_context(store: FakeStateStore | None = None, ti: FakeTI | None = None) 
     if store is not None:
         context["task_state_store"] = store
     return context
+
+
+class FlakyStateStore(FakeStateStore):
+    """A task_state_store whose first ``failures`` writes time out, as an overloaded Execution API's do."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TimeoutError("execution API timed out")
+        super().set(key, value, retention=retention)
