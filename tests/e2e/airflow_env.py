@@ -1035,6 +1035,28 @@ class AirflowEnv:
                             found.append(child)
         return found
 
+    def wait_first_try_polling(
+        self, dag_id: str, run_id: str, *, task_id: str = "generate", timeout: float = 90
+    ) -> tuple[str, list[psutil.Process], dict[str, Any]]:
+        """Wait until try 1 of the run's first task instance has created its LiangXin task (the ``task_id`` XCom)
+        and is running in a worker process: (LiangXin taskId, that task's processes, the task instance)."""
+        deadline = time.monotonic() + timeout
+        ti: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            ti = self.task_instances(dag_id, run_id)[0]
+            if ti["state"] == "running" and ti["try_number"] == 1:
+                try:
+                    liangxin_task_id = self.xcom(dag_id, run_id, task_id, key="task_id")
+                except httpx.HTTPStatusError:  # 404 until the task is created
+                    liangxin_task_id = None
+                procs = self.task_processes(ti["id"]) if liangxin_task_id else []
+                if procs:
+                    return str(liangxin_task_id), procs, ti
+            if self.run_state(dag_id, run_id) in ("success", "failed"):
+                break
+            time.sleep(0.5)
+        raise AssertionError(f"no running worker for try 1 (last TI {ti})\n{self.failure_report(dag_id, run_id)}")
+
     # ---------------------------------------------------------------- teardown
     def stop(self, grace: float = STOP_GRACE) -> StopReport:
         """End every process tree (SIGTERM, SIGKILL after ``grace``), check the api-server's port is free, and

@@ -71,23 +71,8 @@ def test_kill_9_celery_worker_retries_on_the_other_worker_and_resumes_the_same_l
     run_id = env.trigger(RETRY)
 
     # Attempt 1 created its LiangXin task and polls it in a Celery worker's pool.
-    deadline = time.monotonic() + 180
-    liangxin_task_id = worker = ti = None
-    procs: list = []
-    while time.monotonic() < deadline:
-        ti = env.task_instances(RETRY, run_id)[0]
-        if ti["state"] == "running" and ti["try_number"] == 1:
-            try:
-                liangxin_task_id = env.xcom(RETRY, run_id, "generate", key="task_id")
-            except httpx.HTTPStatusError:  # 404 until the task is created
-                liangxin_task_id = None
-            procs = env.task_processes(ti["id"]) if liangxin_task_id else []
-            if procs:
-                worker = env.component_of(procs[0].pid)
-                break
-        assert env.run_state(RETRY, run_id) not in ("success", "failed"), env.failure_report(RETRY, run_id)
-        time.sleep(0.5)
-    assert procs, f"no running task for attempt 1 (last TI {ti})\n{env.failure_report(RETRY, run_id)}"
+    liangxin_task_id, procs, ti = env.wait_first_try_polling(RETRY, run_id, timeout=180)
+    worker = env.component_of(procs[0].pid)
     assert worker in env.celery_workers, f"task process {procs[0].pid} is in no Celery worker's session ({worker})"
     other = next(name for name in env.celery_workers if name != worker)
     assert sim.record(liangxin_task_id)["state"] not in ("success", "fail"), "generation ended before the kill"

@@ -16,7 +16,6 @@ from collections import Counter
 from typing import Any
 from urllib.parse import quote_plus
 
-import httpx
 import pytest
 
 from tests.e2e.airflow_env import E2E_DAGS, EXAMPLE_DAGS, AirflowEnv, liangxin_airflow, local_path
@@ -148,21 +147,7 @@ def test_retry_after_worker_kill_resumes_the_same_liangxin_task(stack, runs):
     dag_id, run_id = runs["retry"]
 
     # Wait until attempt 1 created its LiangXin task and is polling for it on the worker.
-    deadline = time.monotonic() + 90
-    liangxin_task_id = procs = ti = None
-    while time.monotonic() < deadline:
-        ti = env.task_instances(dag_id, run_id)[0]
-        if ti["state"] == "running" and ti["try_number"] == 1:
-            try:
-                liangxin_task_id = env.xcom(dag_id, run_id, "generate", key="task_id")
-            except httpx.HTTPStatusError:  # 404 until the task is created
-                liangxin_task_id = None
-            procs = env.task_processes(ti["id"]) if liangxin_task_id else None
-            if procs:
-                break
-        assert env.run_state(dag_id, run_id) not in ("success", "failed"), env.failure_report(dag_id, run_id)
-        time.sleep(0.5)
-    assert procs, f"no running worker for attempt 1 (last TI {ti})\n{env.failure_report(dag_id, run_id)}"
+    liangxin_task_id, procs, ti = env.wait_first_try_polling(dag_id, run_id, timeout=90)
     assert sim.record(liangxin_task_id)["state"] not in ("success", "fail"), "generation ended before the kill"
 
     for proc in procs:
