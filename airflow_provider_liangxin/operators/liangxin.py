@@ -31,7 +31,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_liangxin._api import LiangxinTaskNotFoundError, TaskRecord, cap_text
-from airflow_provider_liangxin.batch import json_problem
+from airflow_provider_liangxin.batch import CHUNK_SIZE, json_problem
 from airflow_provider_liangxin.callbacks import (
     AUTO,
     CallbackSettings,
@@ -73,6 +73,15 @@ XCOM_RESULT_URL = "liangxin_result_url"
 XCOM_FAILURE = "liangxin_failure"
 #: task_state_store key holding the taskId across retries (renaming it breaks in-flight retries).
 STATE_KEY = "liangxin_task_id"
+#: After a failed task_state_store write, eager batch saves pause this long (seconds): each failed write may
+#: already have cost the Execution API client's own retries, and creation must not stall behind them.
+STATE_WRITE_BACKOFF = 30.0
+
+
+def _describe_write_error(exc: BaseException) -> str:
+    """A failed Execution API write for the log (the SDK's AirflowRuntimeError names the HTTP status or the
+    transport error; its text never holds the LiangXin key)."""
+    return f"{type(exc).__name__}: {cap_text(str(exc), 300)}"
 
 
 #: Schemes a link may never have (a browser would run or render them): result URLs must be http(s) anyway.
@@ -441,21 +450,28 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
         return same_model and record.param.get("input") == wanted
 
     def _remember(self, context: Context, task_id: str, hook: LiangxinHook) -> None:
-        """Record a just-paid taskId. A failed write (an overloaded Execution API timing out) must not fail the
-        try: the task is paid for and this try still waits for it (the trigger kwargs carry the taskId). Only a
-        retry of this try could not resume it, and the log says so."""
+        """Record a just-paid taskId: in the state store (for a retry) and in XCom (the link, a downstream sensor).
+        Either write failing (the Execution API timing out under load) must not fail the try: the task is paid
+        for and this try still waits for it (the trigger kwargs carry the taskId). The log says what is lost."""
+        self._liangxin_task_id = task_id
         store = context.get("task_state_store")
-        try:
-            if store is not None:
+        if store is not None:
+            try:
                 store.set(STATE_KEY, task_id)
+            except Exception as exc:
+                self.log.warning(
+                    "Could not record LiangXin task %s for a retry to resume (%s); this try still waits for it, "
+                    "but a retry of it would create a new one",
+                    task_id,
+                    _describe_write_error(exc),
+                )
+        try:
             self._push_task_id(context, task_id, hook)
         except Exception as exc:
             self.log.warning(
-                "Could not record LiangXin task %s (%s: %s); this try still waits for it, but a retry of it "
-                "could not resume it and would create a new one",
+                "Could not push LiangXin task %s to XCom (%s); this try still waits for it",
                 task_id,
-                type(exc).__name__,
-                cap_text(str(exc), 300),
+                _describe_write_error(exc),
             )
 
     def _push_task_id(self, context: Context, task_id: str, hook: LiangxinHook) -> None:
@@ -846,6 +862,9 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
     for it over all tries) and, with ``output_path``, ``stored``.
     """
 
+    #: time.monotonic() before which eager state saves are skipped (after a failed write); per worker process.
+    _state_write_paused_until: float = 0.0
+
     template_fields: Sequence[str] = ("inputs", "model", "liangxin_conn_id", "output_path")
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (LiangxinResultLink(),)
@@ -948,36 +967,49 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
     def _load(self, context: Context, state: Any, carry: Mapping[str, Any] | None) -> None:
         store = context.get("task_state_store")
         carried = {int(k): v for k, v in (carry or {}).items()}
+        unwritten: list[int] = []
         chunks: dict[int, Any] = {}
         if store is not None:
-            chunks = {chunk: store.get(state.chunk_key(chunk)) for chunk in state.chunks()}
-        chunks.update(carried)  # newer than the store: chunks whose write failed before the deferral
+            # Chunks whose write failed before the deferral: written first, before anything here can fail.
+            unwritten = self._write_chunks(store, state, [(chunk, carried[chunk]) for chunk in sorted(carried)])
+            chunks = {chunk: store.get(state.chunk_key(chunk)) for chunk in state.chunks() if chunk not in carried}
+        chunks.update(carried)  # newer than the store
         for note in state.restore({k: v for k, v in chunks.items() if v}):
             self.log.warning("%s", note)
-        if store is not None:
-            state.dirty.update(carried)  # write them where a retry looks
+        state.dirty.update(unwritten)
 
-    def _save(self, context: Context, state: Any) -> None:
-        """Write the chunks that changed: right after each createTask answer (grouped when several came back
-        together), and after each step; the one memory a retry or a killed worker has."""
-        dirty = state.take_dirty()
+    def _save(self, context: Context, state: Any, *, eager: bool = False) -> None:
+        """Write the chunks that changed: right after each createTask answer (``eager``: grouped when several came
+        back together), and after each step; the one memory a retry or a killed worker has. After a failed write,
+        eager saves wait :data:`STATE_WRITE_BACKOFF` seconds (each failed write may have cost the Execution API
+        client's own retries); the step's closing save always tries."""
         store = context.get("task_state_store")
         if store is None:
+            state.take_dirty()
             return
-        for position, chunk in enumerate(dirty):
+        if eager and time.monotonic() < self._state_write_paused_until:
+            return
+        dirty = state.take_dirty()
+        state.dirty.update(self._write_chunks(store, state, [(chunk, state.dump_chunk(chunk)) for chunk in dirty]))
+
+    def _write_chunks(self, store: Any, state: Any, chunks: list[tuple[int, Any]]) -> list[int]:
+        """Write ``(chunk, data)`` pairs in order; returns the chunks not written. Paid tasks must not fail the
+        batch because the Execution API was slow: the first failure is logged and the rest wait for the next save
+        (the try holds every taskId in memory, and the deferral carries what is still unwritten)."""
+        for position, (chunk, data) in enumerate(chunks):
             try:
-                store.set(state.chunk_key(chunk), state.dump_chunk(chunk))
+                store.set(state.chunk_key(chunk), data)
             except Exception as exc:
-                # Paid tasks must not fail the batch because the Execution API was slow: keep going, and write
-                # these chunks again at the next save (the try itself holds every taskId in memory).
-                state.dirty.update(dirty[position:])
+                self._state_write_paused_until = time.monotonic() + STATE_WRITE_BACKOFF
                 self.log.warning(
-                    "Could not record the batch's state (%s: %s); it is written again at the next step, and a "
-                    "retry before then could not resume the items created since the last write",
-                    type(exc).__name__,
-                    cap_text(str(exc), 300),
+                    "Could not record the batch's state (%s); %d chunk(s) of %d items are written at the next "
+                    "save and carried along a deferral, and a retry before then could not resume their items",
+                    _describe_write_error(exc),
+                    len(chunks) - position,
+                    CHUNK_SIZE,
                 )
-                return
+                return [chunk for chunk, _ in chunks[position:]]
+        return []
 
     def _carry(self, context: Context, state: Any) -> dict[str, Any] | None:
         """What rides along the deferral (next_kwargs): without a task_state_store (Airflow < 3.3) the whole
@@ -1194,7 +1226,7 @@ class LiangxinBatchCreateTaskOperator(_SharedArguments, BaseOperator):
                             streak = 0
                             budget.succeeded()
                             window = min(CREATE_CONCURRENCY, window + 1)
-                    self._save(context, state)  # every taskId persisted as soon as it exists
+                    self._save(context, state, eager=True)  # every taskId persisted as soon as it exists
         finally:
             creator.close()
             self._save(context, state)

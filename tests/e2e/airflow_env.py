@@ -1038,12 +1038,12 @@ class AirflowEnv:
     def wait_first_try_polling(
         self, dag_id: str, run_id: str, *, task_id: str = "generate", timeout: float = 90
     ) -> tuple[str, list[psutil.Process], dict[str, Any]]:
-        """Wait until try 1 of the run's first task instance has created its LiangXin task (the ``task_id`` XCom)
-        and is running in a worker process: (LiangXin taskId, that task's processes, the task instance)."""
+        """Wait until try 1 of the run's (unmapped) task ``task_id`` has created its LiangXin task (the ``task_id``
+        XCom) and is running in a worker process: (LiangXin taskId, that task's processes, the task instance)."""
         deadline = time.monotonic() + timeout
         ti: dict[str, Any] | None = None
         while time.monotonic() < deadline:
-            ti = self.task_instances(dag_id, run_id)[0]
+            ti = next(t for t in self.task_instances(dag_id, run_id) if t["task_id"] == task_id)
             if ti["state"] == "running" and ti["try_number"] == 1:
                 try:
                     liangxin_task_id = self.xcom(dag_id, run_id, task_id, key="task_id")

@@ -328,7 +328,7 @@ class TestStateWritesThatFail:
         before = sum(creates(sim).values())
         with pytest.raises(TaskDeferred) as info:
             op.execute(context)
-        assert "Could not record the batch's state (TimeoutError" in capfd.readouterr().out
+        assert "Could not record the batch's state (AirflowRuntimeError" in capfd.readouterr().out
         carry = info.value.kwargs["carry"]
         task_ids = info.value.trigger.serialize()[1]["task_ids"]
         assert {i: e["t"] for i, e in carry["0"].items()} == task_ids
@@ -343,6 +343,70 @@ class TestStateWritesThatFail:
         stored = store.data[f"{STATE_PREFIX}0"]
         assert {i: e["t"] for i, e in stored.items()} == task_ids
         assert sum(creates(sim).values()) == before + len(inputs)
+
+    @pytest.fixture
+    def small_chunks(self, monkeypatch):
+        """Chunks of 2 items, so 5 items make 3 chunks (3 task_state_store keys)."""
+        monkeypatch.setattr("airflow_provider_liangxin.batch.CHUNK_SIZE", 2)
+
+    @staticmethod
+    def task_ids_in(chunks: dict[str, Any]) -> dict[str, str]:
+        return {i: e["t"] for chunk in chunks.values() for i, e in chunk.items()}
+
+    def deferred_with_every_write_failing(self, store: FlakyStateStore) -> tuple[Any, dict[str, Any], list[dict]]:
+        inputs = [{"prompt": f"chunked {i} [sim:never]"} for i in range(5)]
+        context = make_context(store, ti())
+        store.failures = 10_000
+        with pytest.raises(TaskDeferred) as info:
+            batch(inputs=inputs, deferrable=True, max_in_flight=10).execute(context)
+        store.failures = 0
+        return info.value, context, inputs
+
+    def test_every_unwritten_chunk_rides_the_deferral(self, sim, small_chunks):
+        store = FlakyStateStore()
+        deferred, _, _ = self.deferred_with_every_write_failing(store)
+        carry = deferred.kwargs["carry"]
+        assert sorted(carry) == ["0", "1", "2"]
+        assert self.task_ids_in(carry) == deferred.trigger.serialize()[1]["task_ids"]
+        assert len(carry["0"]) == len(carry["1"]) == 2
+        assert not store.data
+
+    @pytest.mark.parametrize("failures", [0, 1])
+    def test_the_resumed_worker_writes_the_carried_chunks_first(self, sim, small_chunks, failures):
+        """Written before the stored chunks are read (a failing read must not lose them); a write that fails
+        again leaves them for the step's next save."""
+        store = FlakyStateStore()
+        deferred, context, inputs = self.deferred_with_every_write_failing(store)
+        task_ids = deferred.trigger.serialize()[1]["task_ids"]
+        resumed = batch(inputs=inputs, deferrable=True, max_in_flight=10)
+        state = resumed._prepare(context)
+        store.failures = failures
+        resumed._load(context, state, deferred.kwargs["carry"])
+        assert {entry.task_id for entry in state.entries.values()} == set(task_ids.values())
+        if failures:
+            assert not store.data
+            assert state.dirty == {0, 1, 2}  # the first write failed: the rest wait for the next save
+            resumed._save(context, state)
+        assert state.dirty == set()
+        assert self.task_ids_in({k: v for k, v in store.data.items() if k.startswith(STATE_PREFIX)}) == task_ids
+
+    def test_after_a_failed_write_eager_saves_pause_and_the_closing_save_tries(self, sim, small_chunks):
+        store = FlakyStateStore()
+        deferred, context, inputs = self.deferred_with_every_write_failing(store)
+        op = batch(inputs=inputs, deferrable=True, max_in_flight=10)
+        state = op._prepare(context)
+        op._load(context, state, deferred.kwargs["carry"])  # written: the store answers again
+        state.dirty.update({0, 1})
+        store.failures = 1
+        op._save(context, state)  # fails on chunk 0: chunks 0 and 1 stay dirty, eager saves pause
+        assert state.dirty == {0, 1}
+        store.data.clear()
+        op._save(context, state, eager=True)
+        assert state.dirty == {0, 1}
+        assert not store.data  # paused: no write was even tried
+        op._save(context, state)
+        assert state.dirty == set()
+        assert sorted(store.data) == [f"{STATE_PREFIX}0", f"{STATE_PREFIX}1"]
 
 
 class TestResumeAcrossTries:

@@ -21,7 +21,13 @@ from airflow_provider_liangxin.operators.liangxin import (
 )
 from airflow_provider_liangxin.triggers.liangxin import LiangxinTaskTrigger
 from tests.conftest import api_calls
-from tests.support.airflow_context import FakeStateStore, FakeTI, FlakyStateStore, make_context
+from tests.support.airflow_context import (
+    FakeStateStore,
+    FakeTI,
+    FlakyStateStore,
+    execution_api_timeout,
+    make_context,
+)
 
 PROMPT = "a red fox in fresh snow"
 
@@ -225,17 +231,26 @@ class TestRecordingTheTaskId:
     """Right after createTask the taskId is written through the Execution API; when that write times out (an
     overloaded api-server), the paid task must still be waited for, not failed (docs/faults.md)."""
 
-    def test_a_failed_state_store_write_still_defers_on_the_same_task(self, sim_conn, capfd):
-        store = FlakyStateStore(failures=1)
+    def test_a_failed_state_store_write_still_defers_and_pushes_the_task_id(self, sim_conn, capfd):
+        store, ti = FlakyStateStore(failures=1), FakeTI()
         before = creates(sim_conn)
+        op = operator(deferrable=True, input={"prompt": "write fails [sim:never]"})
         with pytest.raises(TaskDeferred) as info:
-            operator(deferrable=True, input={"prompt": "write fails [sim:never]"}).execute(make_context(store))
+            op.execute(make_context(store, ti))
         assert creates(sim_conn) == before + 1
         task_id = info.value.trigger.serialize()[1]["liangxin_task_id"]
-        assert task_id
         assert STATE_KEY not in store.data
+        # The XCom still names the task: the extra link, a downstream sensor (fire-and-forget), on_kill's note.
+        assert ti.pushed_value(XCOM_TASK_ID) == task_id
+        assert ti.pushed_value(XCOM_RESULT_URL)
         logged = capfd.readouterr().out
-        assert f"Could not record LiangXin task {task_id} (TimeoutError: execution API timed out)" in logged
+        assert f"Could not record LiangXin task {task_id} for a retry to resume (AirflowRuntimeError" in logged
+        assert "ReadTimeout" in logged
+
+    def test_fire_and_forget_still_returns_and_pushes_the_task_id(self, sim_conn):
+        ti = FakeTI()
+        task_id = operator(wait_for_completion=False).execute(make_context(FlakyStateStore(failures=1), ti))
+        assert ti.pushed_value(XCOM_TASK_ID) == task_id
 
     def test_a_failed_xcom_push_still_waits_for_the_task(self, sim_conn, capfd):
         instant(sim_conn)
@@ -243,14 +258,14 @@ class TestRecordingTheTaskId:
         class BrokenXCom(FakeTI):
             def xcom_push(self, key: str, value: Any) -> None:
                 if key == XCOM_TASK_ID:
-                    raise TimeoutError("execution API timed out")
+                    raise execution_api_timeout()
                 super().xcom_push(key, value)
 
         store = FakeStateStore()
         result = operator().execute(make_context(store, BrokenXCom()))
         assert result["state"] == "success"
         assert store.data[STATE_KEY] == result["task_id"]
-        assert "Could not record LiangXin task" in capfd.readouterr().out
+        assert f"Could not push LiangXin task {result['task_id']} to XCom" in capfd.readouterr().out
 
 
 class TestRetryResumes:

@@ -48,15 +48,29 @@ def make_context(store: FakeStateStore | None = None, ti: FakeTI | None = None) 
     return context
 
 
-class FlakyStateStore(FakeStateStore):
-    """A task_state_store whose first ``failures`` writes time out, as an overloaded Execution API's do."""
+def execution_api_timeout() -> Exception:
+    """What the task SDK raises in the task when its supervisor's Execution API call timed out (after its own
+    retries): an AirflowRuntimeError naming the transport error."""
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse
 
-    def __init__(self, failures: int) -> None:
+    detail = {"status_code": None, "message": "Server returned error", "exception_type": "ReadTimeout"}
+    return AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail=detail))
+
+
+class FlakyStateStore(FakeStateStore):
+    """A task_state_store whose writes time out, as an overloaded Execution API's do: the first ``failures``
+    writes, or every write of a key in ``failing_keys``."""
+
+    def __init__(self, failures: int = 0, failing_keys: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.failures = failures
+        self.failing_keys = failing_keys
 
     def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if key in self.failing_keys:
+            raise execution_api_timeout()
         if self.failures > 0:
             self.failures -= 1
-            raise TimeoutError("execution API timed out")
+            raise execution_api_timeout()
         super().set(key, value, retention=retention)
