@@ -51,18 +51,6 @@ RESULT_URL_LIFETIME = datetime.timedelta(hours=24)
 _CHUNK = 256 * 1024
 _SPOOL_MEMORY = 8 * 1024 * 1024
 
-_MEDIA_TYPES = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "gif": "image/gif",
-    "avif": "image/avif",
-    "mp4": "video/mp4",
-    "webm": "video/webm",
-    "mov": "video/quicktime",
-}
-
 
 def view_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1, base_url: str | None = None) -> str:
     """The view's same-origin URL for one task instance (what the extra link opens).
@@ -79,19 +67,11 @@ def media_type(path: str | None) -> str | None:
     """The type a stored file is served as, from its extension (the operator stores only these)."""
     if not path:
         return None
+    from airflow_provider_liangxin.results import MEDIA_TYPES
+
     name = path.rsplit("/", 1)[-1].split("?", 1)[0]
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    return _MEDIA_TYPES.get(ext)
-
-
-def _is_web_url(url: Any) -> bool:
-    if not isinstance(url, str):
-        return False
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+    return MEDIA_TYPES.get(ext)
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -157,6 +137,8 @@ def _int(value: Any) -> int | None:
 
 
 def _files(entry: Mapping[str, Any]) -> list[ResultFile]:
+    from airflow_provider_liangxin.results import is_web_url
+
     stored = entry.get("stored")
     if isinstance(stored, list) and stored:
         files = []
@@ -169,7 +151,7 @@ def _files(entry: Mapping[str, Any]) -> list[ResultFile]:
                     path=s.get("path") if isinstance(s.get("path"), str) else None,
                     sha256=s.get("sha256") if isinstance(s.get("sha256"), str) else None,
                     sidecar=s.get("sidecar") if isinstance(s.get("sidecar"), str) else None,
-                    url=s.get("source_url") if _is_web_url(s.get("source_url")) else None,
+                    url=s.get("source_url") if is_web_url(s.get("source_url")) else None,
                     content_type=s.get("content_type") if isinstance(s.get("content_type"), str) else None,
                     size=_int(s.get("bytes")),
                 )
@@ -178,7 +160,7 @@ def _files(entry: Mapping[str, Any]) -> list[ResultFile]:
     urls = entry.get("result_urls")
     if not isinstance(urls, list):
         return []
-    return [ResultFile(index=i, url=url) for i, url in enumerate(urls) if _is_web_url(url)]
+    return [ResultFile(index=i, url=url) for i, url in enumerate(urls) if is_web_url(url)]
 
 
 def _item(position: int, entry: Mapping[str, Any]) -> ResultItem:

@@ -71,6 +71,12 @@ CONTENT_TYPE_EXTENSIONS = {
 }
 _SUFFIX_ALIASES = {"jpeg": "jpg"}
 URL_EXTENSIONS = frozenset(CONTENT_TYPE_EXTENSIONS.values())
+#: The type each extension a stored file can have is served as (the result view): the first content type named
+#: for it above, and its aliases.
+MEDIA_TYPES: dict[str, str] = {}
+for _mime, _ext in CONTENT_TYPE_EXTENSIONS.items():
+    MEDIA_TYPES.setdefault(_ext, _mime)
+MEDIA_TYPES.update({alias: MEDIA_TYPES[ext] for alias, ext in _SUFFIX_ALIASES.items()})
 FALLBACK_EXTENSION = "bin"
 
 #: TaskIds stored under their own name: lower case (no clash on case-insensitive disks), no path characters.
@@ -126,6 +132,17 @@ class ResultDownloadError(LiangxinError):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def is_web_url(url: Any) -> bool:
+    """A result URL from the API is only worth linking, storing or showing when it is http(s) with a host."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
 def redact_url(url: str) -> str:

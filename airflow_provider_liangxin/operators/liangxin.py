@@ -121,15 +121,6 @@ def safe_link(url: str) -> bool:
     return bool(scheme) and scheme not in _UNSAFE_LINK_SCHEMES
 
 
-def _is_web_url(url: str) -> bool:
-    """A result URL from the API is only worth linking (or storing) when it is http(s) with a host."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
-
-
 def _has_template(value: Any) -> bool:
     if isinstance(value, str):
         return "{{" in value or "{%" in value
@@ -453,7 +444,6 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
         """Record a just-paid taskId: in the state store (for a retry) and in XCom (the link, a downstream sensor).
         Either write failing (the Execution API timing out under load) must not fail the try: the task is paid
         for and this try still waits for it (the trigger kwargs carry the taskId). The log says what is lost."""
-        self._liangxin_task_id = task_id
         store = context.get("task_state_store")
         if store is not None:
             try:
@@ -702,13 +692,13 @@ class LiangxinCreateTaskOperator(_SharedArguments, BaseOperator):
             return None
 
     def _complete(self, context: Context, record: TaskRecord, hook: LiangxinHook) -> dict[str, Any]:
-        from airflow_provider_liangxin.results import redact_url
+        from airflow_provider_liangxin.results import is_web_url, redact_url
 
         result = record.to_dict()
         self._liangxin_task_id = record.task_id
         shown = ", ".join(redact_url(url) for url in record.result_urls)
         self.log.info("LiangXin task %s succeeded: %s", record.task_id, shown)
-        link = next((url for url in record.result_urls if _is_web_url(url)), None)
+        link = next((url for url in record.result_urls if is_web_url(url)), None)
         if self.output_path:
             from airflow_provider_liangxin.results import store_results
 
