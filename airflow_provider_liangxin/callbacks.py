@@ -131,7 +131,7 @@ class CallbackSettings:
     @classmethod
     def from_conf(cls, conf: Any = None) -> CallbackSettings:
         """Read Airflow's config; a bad value is a clear ``ValueError`` naming the option."""
-        conf = _airflow_conf(conf)
+        conf = airflow_conf(conf)
 
         def number(key: str, default: float, *, minimum: float) -> float:
             return _conf_number(conf, key, default, minimum=minimum)
@@ -156,7 +156,8 @@ class CallbackSettings:
         )
 
 
-def _airflow_conf(conf: Any) -> Any:
+def airflow_conf(conf: Any = None) -> Any:
+    """``conf``, or Airflow's own configuration when None (tests pass a fake; Airflow is imported only then)."""
     if conf is not None:
         return conf
     from airflow.providers.common.compat.sdk import conf as airflow_conf
@@ -193,7 +194,7 @@ def deferral_settle_seconds(conf: Any = None) -> float:
     """
     try:
         return _conf_number(
-            _airflow_conf(conf),
+            airflow_conf(conf),
             "deferral_settle_seconds",
             DEFAULT_DEFERRAL_SETTLE_SECONDS,
             minimum=0,
@@ -211,6 +212,7 @@ __all__ = [
     "TRIGGER_CLASSPATH",
     "URL_PREFIX",
     "CallbackSettings",
+    "airflow_conf",
     "callback_url_for",
     "check_callback_url",
     "deferral_settle_seconds",

@@ -22,19 +22,21 @@ from airflow_provider_liangxin._airflow_compat import (
     load_result_view_internals,
     supports_task_instance_views,
 )
-from airflow_provider_liangxin.callbacks import CALLBACK_ROUTE, CONFIG_SECTION, URL_PREFIX, CallbackSettings
+from airflow_provider_liangxin.callbacks import (
+    CALLBACK_ROUTE,
+    CONFIG_SECTION,
+    URL_PREFIX,
+    CallbackSettings,
+    airflow_conf,
+)
 from airflow_provider_liangxin.result_view import RESULTS_ROUTE
 
 log = logging.getLogger(__name__)
 
 
 def result_view_enabled(conf: Any = None) -> bool:
-    if conf is None:
-        from airflow.providers.common.compat.sdk import conf as airflow_conf
-
-        conf = airflow_conf
     try:
-        return conf.getboolean(CONFIG_SECTION, "result_view_enabled", fallback=True)
+        return airflow_conf(conf).getboolean(CONFIG_SECTION, "result_view_enabled", fallback=True)
     except ValueError as exc:
         log.error("LiangXin result view disabled: [%s] result_view_enabled: %s", CONFIG_SECTION, exc)
         return False
