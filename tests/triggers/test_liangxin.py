@@ -320,7 +320,7 @@ def test_callback_kwargs_round_trip_and_are_checked():
 class TestDeferralSettle:
     """Airflow 3.3 fails a task resumed before its deferral settled (apache/airflow#72716): events are held."""
 
-    async def test_an_event_for_a_task_already_done_lands_only_after_the_settle_time(self, sim_conn):
+    async def test_an_event_for_a_task_already_done_lands_only_after_the_settle_time(self, sim_conn, capfd):
         sim_conn.set_faults({"durations": [0, 0, 0]})
         task_id = create()
         trigger = LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 30, settle_seconds=0.6)
@@ -328,16 +328,19 @@ class TestDeferralSettle:
         (event,) = [event.payload async for event in trigger.run()]
         assert event["status"] == "success"
         assert time.monotonic() - started >= 0.6
+        assert f"LiangXin task {task_id} success: event held" in capfd.readouterr().out
 
-    async def test_a_slow_task_is_not_held_longer(self, sim_conn):
+    async def test_a_slow_task_is_not_held_longer(self, sim_conn, capfd):
         """The hold counts from the trigger's start: a task that ends after the settle time is not delayed."""
         sim_conn.set_faults({"durations": [0, 0, 0.8]})
+        # The task's 0.8 s count from createTask, so the clock starts before it (the simulator counts whole ms).
+        started = time.monotonic()
         task_id = create()
         trigger = LiangxinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 30, settle_seconds=0.3)
-        started = time.monotonic()
         (event,) = [event.payload async for event in trigger.run()]
         assert event["status"] == "success"
-        assert 0.8 <= time.monotonic() - started < 1.6
+        assert 0.8 - 0.001 <= time.monotonic() - started < 1.6
+        assert "event held" not in capfd.readouterr().out
 
     def test_default_kwarg_round_trip_and_bounds(self):
         trigger = LiangxinTaskTrigger("task_x_1")
