@@ -34,7 +34,9 @@ def _image(url: str) -> tuple[bytes, Image.Image]:
 
 
 def test_states_progress_in_order_to_success(client: httpx.Client, sim: SimulatorServer) -> None:
-    sim.set_faults({"durations": [0.15, 0.15, 0.3]})
+    # Each state lasts far longer than a poll (20 ms) plus a stalled request: CI once saw one recordInfo take
+    # 239 ms, which skipped a 150 ms queuing window.
+    sim.set_faults({"durations": [0.5, 0.5, 0.5]})
     task_id = create(client)
     seen: list[str] = []
     progress: list[int] = []
@@ -53,8 +55,8 @@ def test_states_progress_in_order_to_success(client: httpx.Client, sim: Simulato
     assert progress == sorted(progress)
     assert all(0 <= p <= 99 for p in progress)
     assert "progress" not in data
-    assert data["completeTime"] == data["updateTime"] == data["createTime"] + 600
-    assert data["costTime"] == 600
+    assert data["completeTime"] == data["updateTime"] == data["createTime"] + 1500
+    assert data["costTime"] == 1500
     assert data["failCode"] == data["failMsg"] == ""
     record_ = TaskRecord.from_api(data)
     assert record_.state is TaskState.SUCCESS
